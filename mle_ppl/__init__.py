@@ -1,0 +1,43 @@
+"""mle-ppl: maximum-likelihood estimation as a first-class citizen of probabilistic programming.
+
+Declare a conditional likelihood p(y | x; θ) as a PyMC model with flat priors; :func:`fit` finds
+θ̂ by minimising the negative log-likelihood with compiled gradients and Hessians, and reports it
+like a statistician expects.
+"""
+
+from mle_ppl._src.engine import fit
+from mle_ppl._src.errors import (
+    BoundaryWarning,
+    ConvergenceWarning,
+    DataError,
+    IdentifiabilityWarning,
+    MLEError,
+    MLEWarning,
+    ModelError,
+    ModelFileError,
+    SamplingWarning,
+    SeparationWarning,
+)
+from mle_ppl._src.likelihood import Likelihood, likelihood_for
+from mle_ppl._src.optimize import METHODS
+from mle_ppl._src.result import MLEFit
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "METHODS",
+    "BoundaryWarning",
+    "ConvergenceWarning",
+    "DataError",
+    "IdentifiabilityWarning",
+    "Likelihood",
+    "MLEError",
+    "MLEFit",
+    "MLEWarning",
+    "ModelError",
+    "ModelFileError",
+    "SamplingWarning",
+    "SeparationWarning",
+    "fit",
+    "likelihood_for",
+]

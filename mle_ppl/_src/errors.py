@@ -1,0 +1,56 @@
+"""Exceptions and warning categories raised by mle-ppl.
+
+Every user mistake is a subclass of :class:`MLEError` (itself a ``ValueError``), so the command line
+can turn it into a one-paragraph message and exit status 2 without a traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class MLEError(ValueError):
+    """Base class of every error caused by the user's model, data or arguments."""
+
+
+class ModelError(MLEError):
+    """The model cannot be fitted by maximum likelihood as given (priors, discrete parameters, ...)."""
+
+
+class DataError(MLEError):
+    """The data do not fit the model (missing columns, NaN, wrong shapes, ...)."""
+
+
+class ModelFileError(MLEError):
+    """A model file (TOML or Python) is malformed; the message names the file and the key path."""
+
+
+class MLEWarning(UserWarning):
+    """Base class of the diagnostics mle-ppl raises as Python warnings."""
+
+
+class ConvergenceWarning(MLEWarning):
+    """The optimizer stopped before it met its convergence criterion."""
+
+
+class IdentifiabilityWarning(MLEWarning):
+    """The observed information is singular or not positive definite at the optimum."""
+
+
+class BoundaryWarning(MLEWarning):
+    """An estimate lies on (or runs to) the boundary of its support; the likelihood may be unbounded."""
+
+
+class SeparationWarning(MLEWarning):
+    """(Quasi-)complete separation in a Bernoulli, binomial or categorical likelihood."""
+
+
+class SamplingWarning(MLEWarning):
+    """Posterior sampling diagnostics (R-hat, ESS, divergences) are poor, or the posterior is improper."""
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """Return ``" Did you mean 'x'?"`` for the closest candidate, or an empty string."""
+    close = difflib.get_close_matches(str(name), [str(c) for c in candidates], n=1, cutoff=0.6)
+    return f" Did you mean {close[0]!r}?" if close else ""

@@ -1,0 +1,359 @@
+"""The compiled negative log-likelihood of a PyMC model, on one flat unconstrained vector.
+
+This layer knows PyMC and PyTensor; the optimizers above it see only NumPy callables.
+
+The objective is ``-sum(logp(observed))`` with ``jacobian=False``: the prior terms of the free
+variables are left out (they are flat, or the user asked for ``likelihood_only=True``) and so is the
+log-Jacobian of the transforms, so the optimum in the unconstrained space maps to the MLE on the
+user's scale (the MLE is invariant under reparametrisation).
+
+Everything is a sum over observations: :meth:`Likelihood.pointwise` gives the per-observation
+log-likelihood terms that sandwich errors, LOO and the cross-entropy identity use.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import pymc as pm
+import pytensor
+import pytensor.tensor as pt
+from pymc.pytensorf import join_nonshared_inputs
+from pytensor.compile.mode import get_mode
+
+from mle_ppl._src.errors import ModelError
+
+#: Distributions accepted as "flat on their support" for free variables.
+FLAT_OPS = ("FlatRV", "HalfFlatRV", "UniformRV")
+
+#: Observed distributions whose likelihood can separate (probabilities driven to 0 or 1).
+DISCRETE_OUTCOME_OPS = ("BernoulliRV", "BinomialRV", "CategoricalRV", "MultinomialRV")
+
+# PyTensor's C backend caches compiled modules on disk, so a second process pays only the graph
+# rewrites. (Numba, PyTensor's other default, re-JITs each new graph and costs seconds per process.)
+DEFAULT_MODE = "FAST_RUN"
+
+_compile_lock = threading.Lock()
+#: Number of PyTensor functions compiled by mle-ppl in this process (tests count recompilations).
+COMPILE_COUNT = 0
+
+
+def _compile(inputs, outputs, mode):
+    global COMPILE_COUNT
+    with _compile_lock:
+        COMPILE_COUNT += 1
+    return pm.pytensorf.compile(inputs, outputs, mode=get_mode(mode), on_unused_input="ignore")
+
+
+@dataclass(frozen=True)
+class ParamBlock:
+    """One free variable of the model as it sits in the flat parameter vector."""
+
+    name: str  #: the variable's name (``beta``)
+    value_name: str  #: its value variable (``sigma_log__`` when transformed)
+    shape: tuple[int, ...]
+    start: int  #: first index in the flat vector
+    transform: str | None  #: transform class name, or None
+    lower: float
+    upper: float
+    dims: tuple[str, ...]
+    labels: tuple[str, ...]
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=int))
+
+    @property
+    def slice(self) -> slice:
+        return slice(self.start, self.start + self.size)
+
+
+def _labels(name: str, shape: tuple[int, ...], dims: tuple, coords: dict) -> tuple[str, ...]:
+    if not shape:
+        return (name,)
+    axes = []
+    for axis, length in enumerate(shape):
+        dim = dims[axis] if axis < len(dims) else None
+        values = coords.get(dim) if dim is not None else None
+        if values is not None and len(values) == length:
+            axes.append([str(v) for v in values])
+        else:
+            axes.append([str(i) for i in range(length)])
+    out = []
+    for idx in np.ndindex(*shape):
+        out.append(f"{name}[{', '.join(axes[a][i] for a, i in enumerate(idx))}]")
+    return tuple(out)
+
+
+def _support(model: pm.Model, rv) -> tuple[float, float]:
+    op = type(rv.owner.op).__name__
+    if op == "HalfFlatRV":
+        return 0.0, np.inf
+    if op == "UniformRV":
+        try:
+            lo, hi = (np.asarray(v.eval()) for v in rv.owner.inputs[-2:])
+            if lo.size == 1 and hi.size == 1:
+                return float(lo), float(hi)
+        except Exception:  # noqa: BLE001 - symbolic bounds: unknown support
+            pass
+        return -np.inf, np.inf
+    transform = model.rvs_to_transforms.get(rv)
+    if transform is not None and type(transform).__name__ == "LogTransform":
+        return 0.0, np.inf
+    return -np.inf, np.inf
+
+
+def check_model(model: pm.Model, *, likelihood_only: bool) -> list[str]:
+    """Check that ``model`` describes a likelihood with flat priors; return notes for the result.
+
+    Raises
+    ------
+    ModelError
+        No observed variable, discrete or imputed free variables, potentials, or non-flat priors
+        (unless ``likelihood_only``).
+    """
+    notes: list[str] = []
+    if not model.observed_RVs:
+        raise ModelError(
+            "the model has no observed variable, so there is no likelihood to maximise. "
+            "Give the outcome as `observed=` in its distribution."
+        )
+    imputed = [rv.name for rv in model.free_RVs if rv.name.endswith("_unobserved")]
+    if imputed:
+        raise ModelError(
+            f"the observed data contain missing values (PyMC created {imputed} to impute them). "
+            "Maximum likelihood here needs complete data: drop or impute those rows first."
+        )
+    discrete = [rv.name for rv in model.free_RVs if "int" in rv.dtype]
+    if discrete:
+        raise ModelError(
+            f"free variables {discrete} are discrete; maximum likelihood by gradient methods needs "
+            "continuous parameters. Marginalise them out or fix them as data."
+        )
+    if model.potentials:
+        names = [p.name for p in model.potentials]
+        raise ModelError(
+            f"the model has potentials {names}; mle-ppl cannot tell a likelihood term from a "
+            "penalty. Write the term as an observed distribution (e.g. pm.CustomDist with "
+            "observed=) or remove it."
+        )
+    not_flat = [
+        f"{rv.name} ({type(rv.owner.op).__name__.removesuffix('RV')})"
+        for rv in model.free_RVs
+        if type(rv.owner.op).__name__ not in FLAT_OPS
+    ]
+    if not_flat:
+        if not likelihood_only:
+            raise ModelError(
+                f"maximum likelihood needs flat priors, but {', '.join(not_flat)} have proper "
+                "priors. Use pm.Flat / pm.HalfFlat (or pm.Uniform for a bounded parameter), or "
+                "pass likelihood_only=True to drop the prior terms and maximise the likelihood alone."
+            )
+        notes.append(
+            "likelihood_only=True: the prior terms of "
+            + ", ".join(not_flat)
+            + " were dropped; the estimates maximise the likelihood alone (not the MAP)."
+        )
+    return notes
+
+
+class Likelihood:
+    """Negative log-likelihood of a PyMC model and its derivatives, compiled once per model.
+
+    Parameters
+    ----------
+    model : pymc.Model
+        A model whose free variables have flat priors (see :func:`check_model`).
+    likelihood_only : bool
+        Accept proper priors and drop them from the objective.
+    mode : str
+        PyTensor compilation mode (``"FAST_RUN"``: the cached C backend; ``"NUMBA"``...).
+
+    Notes
+    -----
+    Data live in the model's shared variables (``pm.Data``). Changing them with ``pm.set_data``
+    changes what the compiled functions compute, without recompiling.
+    """
+
+    def __init__(self, model: pm.Model, *, likelihood_only: bool = False, mode: str = DEFAULT_MODE):
+        self.model = model
+        self.mode = mode
+        self.notes = tuple(check_model(model, likelihood_only=likelihood_only))
+        self.likelihood_only = likelihood_only
+        point = model.initial_point()
+        self._point = point
+        coords = {k: v for k, v in model.coords.items() if v is not None}
+        blocks = []
+        start = 0
+        for rv, value in zip(model.free_RVs, model.value_vars, strict=True):
+            shape = tuple(int(s) for s in np.shape(point[value.name]))
+            dims = tuple(d for d in model.named_vars_to_dims.get(rv.name, ()) if d is not None)
+            transform = model.rvs_to_transforms.get(rv)
+            lo, hi = _support(model, rv)
+            block = ParamBlock(
+                name=rv.name,
+                value_name=value.name,
+                shape=shape,
+                start=start,
+                transform=None if transform is None else type(transform).__name__,
+                lower=lo,
+                upper=hi,
+                dims=tuple(model.named_vars_to_dims.get(rv.name) or ()),
+                labels=_labels(rv.name, shape, dims, coords),
+            )
+            blocks.append(block)
+            start += block.size
+        self.blocks: tuple[ParamBlock, ...] = tuple(blocks)
+        self.n_params = start
+        self.labels: tuple[str, ...] = tuple(lab for b in blocks for lab in b.labels)
+        self.observed_names = tuple(rv.name for rv in model.observed_RVs)
+        self.observed_ops = tuple(type(rv.owner.op).__name__ for rv in model.observed_RVs)
+        self._build_graph()
+
+    # ------------------------------------------------------------------ graph
+    def _build_graph(self) -> None:
+        model = self.model
+        pointwise = model.logp(vars=model.observed_RVs, jacobian=False, sum=False)
+        total = pt.add(*[pt.sum(term) for term in pointwise])
+        nll = -total
+        constrained = model.replace_rvs_by_values(model.free_RVs)
+        deterministics = model.replace_rvs_by_values(model.deterministics)
+        outputs = [nll, *pointwise, *constrained, *deterministics]
+        outputs, x = join_nonshared_inputs(self._point, outputs, model.value_vars)
+        k = len(pointwise)
+        m = len(constrained)
+        self._x = x
+        self._nll = outputs[0]
+        self._pointwise = outputs[1 : 1 + k]
+        self._constrained = outputs[1 + k : 1 + k + m]
+        self._deterministics = outputs[1 + k + m :]
+        self.deterministic_names = tuple(d.name for d in model.deterministics)
+
+    def x0(self) -> np.ndarray:
+        """The model's initial point on the unconstrained scale, as one flat vector."""
+        return np.concatenate(
+            [np.asarray(self._point[b.value_name], dtype=float).ravel() for b in self.blocks]
+        ) if self.blocks else np.zeros(0)
+
+    # ------------------------------------------------------- compiled pieces
+    @cached_property
+    def _fn_value_and_grad(self):
+        grad = pt.grad(self._nll, self._x)
+        return _compile([self._x], [self._nll, grad], self.mode)
+
+    @cached_property
+    def _fn_value(self):
+        return _compile([self._x], self._nll, self.mode)
+
+    @cached_property
+    def _fn_hessian(self):
+        grad = pt.grad(self._nll, self._x)
+        hess = pytensor.gradient.jacobian(grad, self._x, vectorize=True)
+        return _compile([self._x], hess, self.mode)
+
+    @cached_property
+    def _fn_pointwise(self):
+        return _compile([self._x], self._pointwise, self.mode)
+
+    @cached_property
+    def _fn_constrained(self):
+        return _compile([self._x], self._constrained + self._deterministics, self.mode)
+
+    @cached_property
+    def _fn_constrained_jacobian(self):
+        flat = pt.concatenate([c.ravel() for c in self._constrained]) if self._constrained else None
+        if flat is None:
+            return lambda x: np.zeros((0, 0))
+        jac = pytensor.gradient.jacobian(flat, self._x, vectorize=True, disconnected_inputs="ignore")
+        return _compile([self._x], jac, self.mode)
+
+    def compile_all(self) -> None:
+        """Compile the functions a fit needs (value, gradient, Hessian), so timing excludes it."""
+        self._fn_value_and_grad  # noqa: B018
+        self._fn_hessian  # noqa: B018
+
+    # ------------------------------------------------------------ evaluation
+    def value(self, x: np.ndarray) -> float:
+        """Negative log-likelihood at the unconstrained point ``x``."""
+        return float(self._fn_value(np.asarray(x, dtype=float)))
+
+    def value_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        """Negative log-likelihood and its gradient (unconstrained scale), one fused call."""
+        f, g = self._fn_value_and_grad(np.asarray(x, dtype=float))
+        return float(f), np.asarray(g, dtype=float)
+
+    def hessian(self, x: np.ndarray) -> np.ndarray:
+        """Hessian of the negative log-likelihood on the unconstrained scale."""
+        h = np.asarray(self._fn_hessian(np.asarray(x, dtype=float)), dtype=float)
+        return 0.5 * (h + h.T)
+
+    def pointwise(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Per-observation log-likelihood terms, one array per observed variable."""
+        out = self._fn_pointwise(np.asarray(x, dtype=float))
+        return {name: np.asarray(v) for name, v in zip(self.observed_names, out, strict=True)}
+
+    def constrained(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Free variables (and deterministics) on the user's scale at ``x``."""
+        out = self._fn_constrained(np.asarray(x, dtype=float))
+        names = [b.name for b in self.blocks] + list(self.deterministic_names)
+        return {n: np.asarray(v) for n, v in zip(names, out, strict=True)}
+
+    def constrained_flat(self, x: np.ndarray) -> np.ndarray:
+        """The flat parameter vector on the user's scale (the order of :attr:`labels`)."""
+        vals = self.constrained(x)
+        if not self.blocks:
+            return np.zeros(0)
+        return np.concatenate([np.asarray(vals[b.name], dtype=float).ravel() for b in self.blocks])
+
+    def constrained_jacobian(self, x: np.ndarray) -> np.ndarray:
+        """``d theta / d x``: Jacobian of the user-scale vector w.r.t. the unconstrained one."""
+        return np.asarray(self._fn_constrained_jacobian(np.asarray(x, dtype=float)), dtype=float)
+
+    def unconstrain(self, values: dict[str, np.ndarray]) -> np.ndarray:
+        """Map user-scale values (by variable name) to the flat unconstrained vector."""
+        out = np.zeros(self.n_params)
+        for rv, b in zip(self.model.free_RVs, self.blocks, strict=True):
+            v = np.asarray(values[b.name], dtype=float).reshape(b.shape)
+            tr = self.model.rvs_to_transforms.get(rv)
+            if tr is not None:
+                v = np.asarray(tr.forward(pt.as_tensor(v), *rv.owner.inputs).eval(), dtype=float)
+            out[b.slice] = v.ravel()
+        return out
+
+    @cached_property
+    def observed_data(self) -> dict[str, np.ndarray]:
+        """Current observed values, by observed variable name (read from the model)."""
+        return self.current_observed()
+
+    def current_observed(self) -> dict[str, np.ndarray]:
+        out = {}
+        for rv in self.model.observed_RVs:
+            out[rv.name] = np.asarray(self.model.rvs_to_values[rv].eval())
+        return out
+
+    def n_obs(self, x: np.ndarray | None = None) -> int:
+        """Number of observations: elements of the pointwise log-likelihood, over observed vars."""
+        x = self.x0() if x is None else x
+        return int(sum(v.size for v in self.pointwise(x).values()))
+
+    @property
+    def discrete_outcome(self) -> bool:
+        """True if an observed variable is Bernoulli, binomial, categorical or multinomial."""
+        return any(op in DISCRETE_OUTCOME_OPS for op in self.observed_ops)
+
+
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def likelihood_for(model: pm.Model, *, likelihood_only: bool = False,
+                   mode: str = DEFAULT_MODE) -> Likelihood:
+    """Return the cached :class:`Likelihood` of ``model`` (compiled once per model and options)."""
+    per_model = _CACHE.setdefault(model, {})
+    key = (likelihood_only, mode)
+    if key not in per_model:
+        per_model[key] = Likelihood(model, likelihood_only=likelihood_only, mode=mode)
+    return per_model[key]

@@ -1,0 +1,286 @@
+"""Optimizers for the negative log-likelihood on the flat unconstrained vector.
+
+Pure NumPy/SciPy: an optimizer sees ``value_and_grad(x)`` and ``hessian(x)`` callables only.
+
+``METHODS`` is the one registry of methods; ``fit(method=...)`` is validated against it.
+
+- ``newton`` (default): trust-region Newton with the exact Hessian, Jacobi-scaled (unit diagonal)
+  and solved by a symmetric eigendecomposition; once the Newton decrement is below tolerance it
+  polishes the solution by iterative refinement with the last Hessian (only gradients are
+  recomputed), which recovers accuracy lost to an ill-conditioned Hessian.
+- ``lbfgs``: SciPy's L-BFGS-B on the Jacobi-scaled problem, with a tight gradient tolerance.
+- ``gd``: plain gradient descent on the *mean* negative log-likelihood (per observation) with a
+  fixed learning rate; for teaching, with its loss history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.optimize
+
+EPS = np.finfo(float).eps
+
+
+@dataclass(frozen=True)
+class OptimResult:
+    """What an optimizer returns: the point, how it got there, and whether it believes it."""
+
+    x: np.ndarray
+    fun: float
+    grad: np.ndarray
+    iterations: int
+    n_evals: int
+    converged: bool
+    message: str
+    method: str
+    history: tuple[float, ...] = ()  #: objective after each iteration (gd: mean NLL per obs)
+    hessian: np.ndarray | None = None  #: exact Hessian at ``x`` if the method computed it
+    runaway: tuple[int, ...] = field(default=())  #: coordinates that ran off (|x| huge)
+
+
+Progress = Callable[[int, float, float], None] | None
+
+
+def _scaled_eigh(H: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Jacobi scaling ``d`` (unit diagonal of ``D H D``) and its eigendecomposition."""
+    diag = np.abs(np.diag(H))
+    scale = np.where(diag > 0, diag, 1.0)
+    d = 1.0 / np.sqrt(scale)
+    Hs = d[:, None] * H * d[None, :]
+    Hs = 0.5 * (Hs + Hs.T)
+    w, V = np.linalg.eigh(Hs)
+    return d, w, V
+
+
+def _tr_step(gs: np.ndarray, w: np.ndarray, V: np.ndarray, radius: float) -> tuple[np.ndarray, bool]:
+    """Trust-region step in scaled space: minimise the quadratic model within ``radius``.
+
+    Returns the step and whether it is the plain Newton step (interior, positive definite).
+    """
+    a = V.T @ gs
+    wmax = max(np.max(np.abs(w)), 1e-300)
+    pd = w[0] > 1e-13 * wmax
+    if pd:
+        s = -(V @ (a / w))
+        if np.linalg.norm(s) <= radius:
+            return s, True
+    # find lam >= max(0, -w_min) with ||s(lam)|| = radius (Moré-Sorensen in the eigenbasis)
+    lo = max(0.0, -w[0]) + 1e-12 * wmax
+    def norm_at(lam):
+        return np.linalg.norm(a / (w + lam))
+    if norm_at(lo) <= radius:
+        lam = lo
+    else:
+        hi = lo + np.linalg.norm(a) / radius + wmax
+        while norm_at(hi) > radius:
+            hi *= 2
+        for _ in range(100):
+            mid = 0.5 * (lo + hi)
+            if norm_at(mid) > radius:
+                lo = mid
+            else:
+                hi = mid
+            if hi - lo <= 1e-10 * hi:
+                break
+        lam = hi
+    s = -(V @ (a / (w + lam)))
+    return s, False
+
+
+def newton(value_and_grad, hessian, x0, *, tol=1e-10, max_iter=200, refine=8,
+           progress: Progress = None, runaway=30.0, **_) -> OptimResult:
+    """Trust-region Newton with the exact, Jacobi-scaled Hessian and iterative refinement.
+
+    Converged when the Newton decrement ``g' H^-1 g / 2`` (the predicted decrease of the NLL to
+    the optimum, in log-likelihood units) is below ``tol`` at a positive definite Hessian.
+    """
+    x = np.array(x0, dtype=float)
+    f, g = value_and_grad(x)
+    n_evals = 1
+    if not np.isfinite(f):
+        return OptimResult(x, f, g, 0, n_evals, False,
+                           "the log-likelihood is not finite at the starting point", "newton")
+    radius = np.inf
+    history = [f]
+    converged = False
+    message = "iteration limit reached"
+    H = None
+    it = 0
+    d = w = V = None
+    for it in range(1, max_iter + 1):
+        H = hessian(x)
+        if not np.all(np.isfinite(H)):
+            message = "the Hessian is not finite"
+            break
+        d, w, V = _scaled_eigh(H)
+        gs = d * g
+        wmax = max(np.max(np.abs(w)), 1e-300)
+        pd = w[0] > 1e-13 * wmax
+        if pd:
+            decrement = 0.5 * float(np.sum((V.T @ gs) ** 2 / w))
+            if decrement < tol:
+                converged = True
+                message = "Newton decrement below tolerance"
+                break
+        accepted = False
+        for _inner in range(60):
+            ss, _ = _tr_step(gs, w, V, radius)
+            step = d * ss
+            pred = -(gs @ ss + 0.5 * ss @ (V @ (w * (V.T @ ss))))
+            x_new = x + step
+            f_new, g_new = value_and_grad(x_new)
+            n_evals += 1
+            snorm = np.linalg.norm(ss)
+            if not np.isfinite(f_new):
+                radius = 0.25 * snorm
+                continue
+            ared = f - f_new
+            noise = 64 * EPS * max(abs(f), 1.0)
+            if pred <= noise:
+                # in the noise of the objective: accept if it does not make things worse
+                ok = ared >= -noise
+                rho = 1.0
+            else:
+                rho = ared / pred
+                ok = rho > 1e-4
+            if ok:
+                if rho > 0.75 and snorm >= 0.99 * radius:
+                    radius = 2.0 * radius
+                elif rho < 0.25:
+                    radius = 0.25 * snorm
+                x, f, g = x_new, f_new, g_new
+                accepted = True
+                break
+            radius = 0.25 * snorm
+            if radius < 1e-300:
+                break
+        history.append(f)
+        if progress is not None:
+            progress(it, f, float(np.linalg.norm(g)))
+        if not accepted:
+            message = "no step decreases the negative log-likelihood (stalled)"
+            break
+        if runaway and np.any(np.abs(x) > runaway * 1e3):
+            message = "parameters diverge (the likelihood keeps increasing along a direction)"
+            break
+    if converged and refine:
+        # Iterative refinement with the last Hessian: x <- x - H^{-1} g(x), while it contracts.
+        prev = np.inf
+        for _ in range(refine):
+            a = V.T @ (d * g)
+            if w[0] <= 1e-13 * max(np.max(np.abs(w)), 1e-300):
+                break
+            ss = -(V @ (a / w))
+            snorm = np.linalg.norm(ss)
+            if not snorm < 0.5 * prev or snorm <= 4 * EPS * (1 + np.linalg.norm(x / d)):
+                break
+            x_new = x + d * ss
+            f_new, g_new = value_and_grad(x_new)
+            n_evals += 1
+            if not np.isfinite(f_new) or f_new > f + 64 * EPS * max(abs(f), 1.0):
+                break
+            x, f, g, prev = x_new, f_new, g_new, snorm
+    ran = tuple(int(i) for i in np.flatnonzero(np.abs(x) > runaway)) if runaway else ()
+    return OptimResult(x, f, g, it, n_evals, converged, message, "newton", tuple(history),
+                       hessian=H if converged else None, runaway=ran)
+
+
+def lbfgs(value_and_grad, hessian, x0, *, tol=1e-10, max_iter=2000, progress: Progress = None,
+          runaway=30.0, **_) -> OptimResult:
+    """L-BFGS-B (SciPy) on the Jacobi-scaled problem; the scaling uses the Hessian at ``x0``."""
+    x0 = np.array(x0, dtype=float)
+    H0 = hessian(x0)
+    diag = np.abs(np.diag(H0)) if np.all(np.isfinite(H0)) else np.ones_like(x0)
+    d = 1.0 / np.sqrt(np.where(diag > 0, diag, 1.0))
+    history = []
+    count = {"n": 0}
+
+    def fun(z):
+        f, g = value_and_grad(x0 + d * z)
+        count["n"] += 1
+        if not np.isfinite(f):
+            return np.inf, np.zeros_like(z)
+        return f, d * g
+
+    def callback(intermediate_result):
+        history.append(float(intermediate_result.fun))
+        if progress is not None:
+            progress(len(history), float(intermediate_result.fun), float("nan"))
+
+    res = scipy.optimize.minimize(
+        fun, np.zeros_like(x0), jac=True, method="L-BFGS-B", callback=callback,
+        options={"maxiter": max_iter, "gtol": 1e-9, "ftol": 1e3 * EPS, "maxcor": 30},
+    )
+    x = x0 + d * res.x
+    f, g = value_and_grad(x)
+    # L-BFGS's own flag is about its stopping rule; we also require a small Newton decrement.
+    H = hessian(x)
+    converged = False
+    message = str(res.message)
+    if np.all(np.isfinite(H)):
+        dd, w, V = _scaled_eigh(H)
+        if w[0] > 1e-13 * max(np.max(np.abs(w)), 1e-300):
+            decrement = 0.5 * float(np.sum((V.T @ (dd * g)) ** 2 / w))
+            converged = decrement < max(tol, 1e-8)
+            if not converged:
+                message += f"; Newton decrement {decrement:.3g} above tolerance"
+    ran = tuple(int(i) for i in np.flatnonzero(np.abs(x) > runaway)) if runaway else ()
+    return OptimResult(x, f, g, int(res.nit), count["n"] + 1, converged, message, "lbfgs",
+                       tuple(history), hessian=H, runaway=ran)
+
+
+def gradient_descent(value_and_grad, hessian, x0, *, learning_rate=0.1, max_iter=5000,
+                     tol=1e-6, n_obs=1, progress: Progress = None, runaway=30.0,
+                     **_) -> OptimResult:
+    """Plain gradient descent on the mean NLL: ``x <- x - learning_rate * grad(NLL)/n``.
+
+    Converged when the gradient of the mean NLL has max-norm below ``tol``. The loss history is
+    the mean NLL (cross-entropy per observation for a classifier) after each step.
+    """
+    x = np.array(x0, dtype=float)
+    n = max(int(n_obs), 1)
+    f, g = value_and_grad(x)
+    history = [f / n]
+    converged = False
+    message = "iteration limit reached"
+    it = 0
+    for it in range(1, max_iter + 1):
+        gm = g / n
+        if np.max(np.abs(gm), initial=0.0) < tol:
+            converged = True
+            message = "gradient below tolerance"
+            it -= 1
+            break
+        x = x - learning_rate * gm
+        f, g = value_and_grad(x)
+        if not np.isfinite(f):
+            message = "diverged (learning rate too large?)"
+            break
+        history.append(f / n)
+        if progress is not None and it % 50 == 0:
+            progress(it, f, float(np.linalg.norm(g)))
+    ran = tuple(int(i) for i in np.flatnonzero(np.abs(x) > runaway)) if runaway else ()
+    return OptimResult(x, f, g, it, it + 1, converged, message, "gd", tuple(history), runaway=ran)
+
+
+#: The one registry of optimization methods: name -> (function, one-line description).
+METHODS: dict[str, tuple[Callable[..., OptimResult], str]] = {
+    "newton": (newton, "trust-region Newton, exact scaled Hessian, iterative refinement (default)"),
+    "lbfgs": (lbfgs, "L-BFGS-B (SciPy) on the Jacobi-scaled problem"),
+    "gd": (gradient_descent, "plain gradient descent on the mean NLL (learning_rate, max_iter)"),
+}
+
+
+def get_method(name: str) -> Callable[..., OptimResult]:
+    """Look a method up in :data:`METHODS`, with an error that lists the valid names."""
+    from mle_ppl._src.errors import MLEError, did_you_mean
+
+    if name not in METHODS:
+        raise MLEError(
+            f"method={name!r} is not an optimization method; expected one of "
+            f"{sorted(METHODS)}.{did_you_mean(name, METHODS)}"
+        )
+    return METHODS[name][0]
