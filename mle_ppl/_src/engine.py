@@ -160,7 +160,11 @@ def fit(
     if not np.isfinite(f0):
         x0 = _finite_start(lik, x0)
     n_obs = sum(v.size for v in lik.pointwise(x0).values())
-    kwargs = {"tol": tol, "learning_rate": learning_rate, "n_obs": n_obs}
+    bounded = np.zeros(lik.n_params, dtype=bool)
+    for b in lik.blocks:
+        if b.transform is not None:
+            bounded[b.slice] = True
+    kwargs = {"tol": tol, "learning_rate": learning_rate, "n_obs": n_obs, "bounded": bounded}
     if max_iter is not None:
         kwargs["max_iter"] = max_iter
     with _progress(progress, name, method) as cb:

@@ -90,18 +90,110 @@ def _tr_step(gs: np.ndarray, w: np.ndarray, V: np.ndarray, radius: float) -> tup
     return s, False
 
 
+def _runaway(x, bounded, limit):
+    """Bounded coordinates whose unconstrained value ran off (their estimate is at a bound)."""
+    if bounded is None or not limit:
+        return ()
+    return tuple(int(i) for i in np.flatnonzero(np.asarray(bounded) & (np.abs(x) > limit)))
+
+
+def _solve_1d(value_and_grad, x, i, max_expand=7):
+    """Move coordinate ``i`` of ``x`` to a root of the partial derivative (bracket + Brent).
+
+    Used on log/interval-scale coordinates, where the NLL is exponential on one side: Newton
+    crawls there (step ~0.5 per iteration) while a bracketed root search needs ~10 evaluations.
+    """
+    f, g = value_and_grad(x)
+    if not np.isfinite(f) or g[i] == 0:
+        return x
+    direction = -np.sign(g[i])
+    a, ga = x[i], g[i]
+    step = 1.0
+    b = gb = None
+    for _ in range(max_expand):
+        cand = x.copy()
+        cand[i] = a + direction * step
+        fc, gc = value_and_grad(cand)
+        if not np.isfinite(fc):
+            step *= 0.25
+            continue
+        if np.sign(gc[i]) != np.sign(ga):
+            b, gb = cand[i], gc[i]
+            break
+        if fc > f:
+            break
+        a, ga, f = cand[i], gc[i], fc
+        step *= 4.0
+    x = x.copy()
+    if b is None:
+        x[i] = a
+        return x
+
+    def gi(t):
+        c = x.copy()
+        c[i] = t
+        return value_and_grad(c)[1][i]
+
+    lo, hi = (a, b) if a < b else (b, a)
+    try:
+        x[i] = scipy.optimize.brentq(gi, lo, hi, xtol=1e-4, maxiter=30)
+    except (ValueError, RuntimeError):
+        x[i] = a
+    return x
+
+
+def warm_start(value_and_grad, hessian, x0, bounded, rounds=2):
+    """Block start: 1-D root search on bounded (scale) coordinates, a Newton step on the rest.
+
+    For a Gaussian model this is: σ given β, then least squares given σ, then σ again; for
+    models without bounded parameters it returns ``x0`` unchanged.
+    """
+    x = np.array(x0, dtype=float)
+    if bounded is None or not np.any(bounded):
+        return x
+    idx_b = np.flatnonzero(bounded)[:20]
+    free = ~np.asarray(bounded)
+    for r in range(rounds + 1):
+        for i in idx_b:
+            x = _solve_1d(value_and_grad, x, i)
+        if r == rounds or not free.any():
+            break
+        f, g = value_and_grad(x)
+        H = hessian(x)[np.ix_(free, free)]
+        if not np.all(np.isfinite(H)):
+            break
+        d, w, V = _scaled_eigh(H)
+        wmax = max(np.max(np.abs(w)), 1e-300)
+        w = np.maximum(w, 1e-10 * wmax)
+        step = d * -(V @ ((V.T @ (d * g[free])) / w))
+        for _ in range(20):
+            cand = x.copy()
+            cand[free] += step
+            fc, _ = value_and_grad(cand)
+            if np.isfinite(fc) and fc < f:
+                x = cand
+                break
+            step *= 0.5
+    return x
+
+
 def newton(value_and_grad, hessian, x0, *, tol=1e-10, max_iter=200, refine=8,
-           progress: Progress = None, runaway=30.0, **_) -> OptimResult:
+           progress: Progress = None, bounded=None, runaway=30.0, **_) -> OptimResult:
     """Trust-region Newton with the exact, Jacobi-scaled Hessian and iterative refinement.
 
     Converged when the Newton decrement ``g' H^-1 g / 2`` (the predicted decrease of the NLL to
     the optimum, in log-likelihood units) is below ``tol`` at a positive definite Hessian.
     """
-    x = np.array(x0, dtype=float)
-    f, g = value_and_grad(x)
-    n_evals = 1
+    count = [0]
+
+    def counted(z):
+        count[0] += 1
+        return value_and_grad(z)
+
+    x = warm_start(counted, hessian, x0, bounded)
+    f, g = counted(x)
     if not np.isfinite(f):
-        return OptimResult(x, f, g, 0, n_evals, False,
+        return OptimResult(x, f, g, 0, count[0], False,
                            "the log-likelihood is not finite at the starting point", "newton")
     radius = np.inf
     history = [f]
@@ -131,8 +223,7 @@ def newton(value_and_grad, hessian, x0, *, tol=1e-10, max_iter=200, refine=8,
             step = d * ss
             pred = -(gs @ ss + 0.5 * ss @ (V @ (w * (V.T @ ss))))
             x_new = x + step
-            f_new, g_new = value_and_grad(x_new)
-            n_evals += 1
+            f_new, g_new = counted(x_new)
             snorm = np.linalg.norm(ss)
             if not np.isfinite(f_new):
                 radius = 0.25 * snorm
@@ -163,8 +254,8 @@ def newton(value_and_grad, hessian, x0, *, tol=1e-10, max_iter=200, refine=8,
         if not accepted:
             message = "no step decreases the negative log-likelihood (stalled)"
             break
-        if runaway and np.any(np.abs(x) > runaway * 1e3):
-            message = "parameters diverge (the likelihood keeps increasing along a direction)"
+        if _runaway(x, bounded, 40 * runaway):
+            message = "a bounded parameter runs to its bound (the likelihood keeps increasing)"
             break
     if converged and refine:
         # Iterative refinement with the last Hessian: x <- x - H^{-1} g(x), while it contracts.
@@ -178,20 +269,19 @@ def newton(value_and_grad, hessian, x0, *, tol=1e-10, max_iter=200, refine=8,
             if not snorm < 0.5 * prev or snorm <= 4 * EPS * (1 + np.linalg.norm(x / d)):
                 break
             x_new = x + d * ss
-            f_new, g_new = value_and_grad(x_new)
-            n_evals += 1
+            f_new, g_new = counted(x_new)
             if not np.isfinite(f_new) or f_new > f + 64 * EPS * max(abs(f), 1.0):
                 break
             x, f, g, prev = x_new, f_new, g_new, snorm
-    ran = tuple(int(i) for i in np.flatnonzero(np.abs(x) > runaway)) if runaway else ()
-    return OptimResult(x, f, g, it, n_evals, converged, message, "newton", tuple(history),
+    ran = _runaway(x, bounded, runaway)
+    return OptimResult(x, f, g, it, count[0], converged, message, "newton", tuple(history),
                        hessian=H if converged else None, runaway=ran)
 
 
 def lbfgs(value_and_grad, hessian, x0, *, tol=1e-10, max_iter=2000, progress: Progress = None,
-          runaway=30.0, **_) -> OptimResult:
+          bounded=None, runaway=30.0, **_) -> OptimResult:
     """L-BFGS-B (SciPy) on the Jacobi-scaled problem; the scaling uses the Hessian at ``x0``."""
-    x0 = np.array(x0, dtype=float)
+    x0 = warm_start(value_and_grad, hessian, x0, bounded)
     H0 = hessian(x0)
     diag = np.abs(np.diag(H0)) if np.all(np.isfinite(H0)) else np.ones_like(x0)
     d = 1.0 / np.sqrt(np.where(diag > 0, diag, 1.0))
@@ -227,13 +317,13 @@ def lbfgs(value_and_grad, hessian, x0, *, tol=1e-10, max_iter=2000, progress: Pr
             converged = decrement < max(tol, 1e-8)
             if not converged:
                 message += f"; Newton decrement {decrement:.3g} above tolerance"
-    ran = tuple(int(i) for i in np.flatnonzero(np.abs(x) > runaway)) if runaway else ()
+    ran = _runaway(x, bounded, runaway)
     return OptimResult(x, f, g, int(res.nit), count["n"] + 1, converged, message, "lbfgs",
                        tuple(history), hessian=H, runaway=ran)
 
 
 def gradient_descent(value_and_grad, hessian, x0, *, learning_rate=0.1, max_iter=5000,
-                     tol=1e-6, n_obs=1, progress: Progress = None, runaway=30.0,
+                     tol=1e-6, n_obs=1, progress: Progress = None, bounded=None, runaway=30.0,
                      **_) -> OptimResult:
     """Plain gradient descent on the mean NLL: ``x <- x - learning_rate * grad(NLL)/n``.
 
@@ -262,7 +352,7 @@ def gradient_descent(value_and_grad, hessian, x0, *, learning_rate=0.1, max_iter
         history.append(f / n)
         if progress is not None and it % 50 == 0:
             progress(it, f, float(np.linalg.norm(g)))
-    ran = tuple(int(i) for i in np.flatnonzero(np.abs(x) > runaway)) if runaway else ()
+    ran = _runaway(x, bounded, runaway)
     return OptimResult(x, f, g, it, it + 1, converged, message, "gd", tuple(history), runaway=ran)
 
 
