@@ -154,7 +154,11 @@ def with_priors(model: pm.Model, priors: Mapping[str, Any]) -> pm.Model:
                 value.name = f"{name}_{transform.name}__"
         new_node_out = model_free_rv(new_rv, value, transform, name, *node.op.dims)
         fgraph.replace(node.outputs[0], new_node_out, import_missing=True)
-    return model_from_fgraph(fgraph, mutate_fgraph=True)
+    new = model_from_fgraph(fgraph, mutate_fgraph=True)
+    # keep the declaration order of the parameters (labels, posterior variables, tables)
+    order = {rv.name: i for i, rv in enumerate(model.free_RVs)}
+    new.free_RVs.sort(key=lambda rv: order[rv.name])
+    return new
 
 
 def flat_parameters(model: pm.Model) -> list[str]:
@@ -180,7 +184,7 @@ def _merge_priors(spec, priors) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- improper check
-def check_proper(flat_model: pm.Model, still_flat: list[str], name: str) -> list[str]:
+def require_proper_posterior(flat_model: pm.Model, still_flat: list[str], name: str) -> list[str]:
     """Fit the likelihood; raise :class:`ModelError` if the flat-prior posterior is improper.
 
     Returns the MLE's other warnings (e.g. non-convergence), to be passed on as notes.
@@ -194,9 +198,20 @@ def check_proper(flat_model: pm.Model, still_flat: list[str], name: str) -> list
         except MLEError:
             # Not a likelihood mle-ppl can maximise (e.g. potentials): nothing to check with.
             return []
-    signs = [w for w in caught if issubclass(w.category, IMPROPER_SIGNS)]
+    signs = [str(w.message) for w in caught if issubclass(w.category, IMPROPER_SIGNS)]
+    if not signs and mle.likelihood.discrete_outcome:
+        # Second line of defence for separation: at a finite MLE of a Bernoulli/binomial/
+        # categorical likelihood no observation is fitted with probability 1 to 8 digits
+        # (that needs a linear predictor beyond ±18); under separation the optimizer stops
+        # with such observations and huge but finite "standard errors".
+        pw = mle.likelihood.pointwise(np.asarray(mle.x))
+        n_perfect = int(sum(np.sum(v > -1e-8) for v in pw.values()))
+        if n_perfect:
+            n_tot = int(sum(v.size for v in pw.values()))
+            signs = [f"{n_perfect} of {n_tot} observations are fitted with probability 1 at the "
+                     "maximum: likely (quasi-)complete separation, the MLE does not exist."]
     if signs:
-        why = " ".join(str(w.message) for w in signs)
+        why = " ".join(signs)
         examples = ", ".join(f"{p!r}: 'Normal(0, 2.5)'" for p in still_flat[:2])
         raise ModelError(
             f"model {name!r}: the likelihood has no finite, isolated maximum ({why}) Under the "
@@ -339,7 +354,7 @@ def sample(
     still_flat = flat_parameters(bayes_model)
     notes: list[str] = []
     if check_proper and still_flat:
-        notes = check_proper_fn(flat_model, still_flat, name)
+        notes = require_proper_posterior(flat_model, still_flat, name)
     with warnings.catch_warnings():
         # PyMC's own convergence messages are logged (quiet=True silences them); we report
         # diagnostics once, as SamplingWarning, below.
@@ -361,8 +376,6 @@ def sample(
     return idata
 
 
-check_proper_fn = check_proper
-
 
 def _describe_prior(rv) -> str:
     """``"Flat"``, ``"HalfFlat"`` or ``"Normal(0, 2.5)"``-style text for a free variable."""
@@ -376,5 +389,5 @@ def _describe_prior(rv) -> str:
             return op
         if v.size != 1:
             return op
-        vals.append(f"{float(v):g}")
+        vals.append(f"{v.item():g}")
     return f"{op}({', '.join(vals)})" if vals else op
