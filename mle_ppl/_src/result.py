@@ -61,6 +61,8 @@ class MLEFit:
     likelihood: Likelihood = field(repr=False)
     data: Any = field(default=None, repr=False)  #: the bound data table, when fitted from a spec
     spec: Any = field(default=None, repr=False)  #: the ModelSpec, when fitted from a model file
+    #: :class:`~mle_ppl._src.multistart.MultiStartReport` when fitted with ``starts > 1``
+    multistart: Any = field(default=None, repr=False)
 
     def __post_init__(self):
         for name in ("theta", "x", "cov_array", "cov_unconstrained"):
@@ -131,17 +133,55 @@ class MLEFit:
         return pd.DataFrame({"lower": est - z * se, "upper": est + z * se},
                             index=list(self.labels))
 
-    def table(self, level: float = 0.95) -> pd.DataFrame:
-        """Estimate, std_err, z, p_value (two-sided Wald), ci_lower, ci_upper per parameter."""
-        se = self.std_errors.to_numpy()
+    def table(self, level: float = 0.95, *, cov_type: str = "nonrobust",
+              groups=None) -> pd.DataFrame:
+        """Estimate, std_err, z, p_value (two-sided Wald), ci_lower, ci_upper per parameter.
+
+        ``cov_type`` ("nonrobust", "HC0", "HC1", "cluster" with ``groups=``) chooses the
+        covariance behind std_err, z, p_value and the Wald interval (see :meth:`robust_cov`).
+        """
         est = np.array(self.theta)
+        if cov_type == "nonrobust":
+            se = self.std_errors.to_numpy()
+            ci = self.conf_int(level)
+        else:
+            cov = self.robust_cov(cov_type, groups=groups).to_numpy()
+            se = np.sqrt(np.clip(np.diag(cov), 0, None))
+            se = np.where(np.isfinite(np.diag(cov)), se, np.nan)
+            zq = stats.norm.ppf(0.5 + level / 2)
+            ci = pd.DataFrame({"lower": est - zq * se, "upper": est + zq * se})
         with np.errstate(divide="ignore", invalid="ignore"):
             z = est / se
         p = 2 * stats.norm.sf(np.abs(z))
-        ci = self.conf_int(level)
         return pd.DataFrame({"estimate": est, "std_err": se, "z": z, "p_value": p,
                              "ci_lower": ci["lower"].to_numpy(),
                              "ci_upper": ci["upper"].to_numpy()}, index=list(self.labels))
+
+    # ------------------------------------------- inference beyond Wald (issue 6)
+    def robust_cov(self, kind: str = "HC0", *, groups=None) -> pd.DataFrame:
+        """Sandwich covariance ("HC0", "HC1", "cluster" with ``groups=``); see
+        :func:`mle_ppl._src.robust.robust_cov`."""
+        from mle_ppl._src.robust import robust_cov
+
+        return robust_cov(self, kind, groups=groups)
+
+    def profile(self, param: str, **kwargs):
+        """Profile likelihood of a parameter label or an expression; see :func:`mle_ppl.profile`."""
+        from mle_ppl._src.profile import profile
+
+        return profile(self, param, **kwargs)
+
+    def bootstrap(self, n_boot: int = 200, **kwargs):
+        """Nonparametric or parametric bootstrap; see :func:`mle_ppl.bootstrap`."""
+        from mle_ppl._src.bootstrap import bootstrap
+
+        return bootstrap(self, n_boot, **kwargs)
+
+    def predict(self, new_data=None, kind: str = "mean", **kwargs) -> pd.DataFrame:
+        """Predictions on new data with intervals; see :func:`mle_ppl.predict`."""
+        from mle_ppl._src.predict import predict
+
+        return predict(self, new_data, kind=kind, **kwargs)
 
     # ------------------------------------------------------------- exports
     def diagnostics(self) -> dict[str, Any]:
