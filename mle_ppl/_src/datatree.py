@@ -51,6 +51,8 @@ def fit_to_datatree(fit, *, laplace_draws: int = 0, random_seed=None) -> xr.Data
         "log_likelihood": _dataset(pointwise, model),
         "observed_data": _dataset(find_observations(model), model, sample_dims=()),
     }
+    if laplace_draws:
+        tree["sample_stats"] = _laplace_stats(fit, draws_u, pointwise)
     constants = find_constants(model)
     if constants:
         tree["constant_data"] = _dataset(constants, model, sample_dims=())
@@ -70,3 +72,35 @@ def fit_to_datatree(fit, *, laplace_draws: int = 0, random_seed=None) -> xr.Data
     dt = xr.DataTree.from_dict({k: v for k, v in tree.items()})
     dt.attrs["inference_library"] = "mle_ppl"
     return dt
+
+
+def _laplace_stats(fit, draws_u: np.ndarray, pointwise: dict) -> xr.Dataset:
+    """``lp`` and ``log_q`` per Laplace draw, for importance-sampling corrections.
+
+    ``log_q`` is the normal approximation's log density on the unconstrained scale (where the
+    draws were made); ``lp`` the flat-prior log posterior on that same scale, up to a constant:
+    the log-likelihood plus ``log|det d theta/d x|`` (NaN when the transform changes dimension).
+    ``arviz_stats.loo_approximate_posterior(tree, log_p=lp, log_q=log_q)`` then estimates the
+    ELPD-LOO of the flat-prior posterior from the Laplace draws.
+    """
+    from scipy import stats
+
+    lik = fit.likelihood
+    loglik = sum(v.reshape(v.shape[0], v.shape[1], -1).sum(axis=-1) for v in pointwise.values())
+    log_det = np.zeros(len(draws_u))
+    for i, u in enumerate(draws_u):
+        J = lik.constrained_jacobian(u)
+        if J.shape[0] != J.shape[1]:
+            log_det[:] = np.nan
+            break
+        log_det[i] = np.linalg.slogdet(J)[1] if J.size else 0.0
+    log_q = stats.multivariate_normal(np.array(fit.x), np.array(fit.cov_unconstrained),
+                                      allow_singular=True).logpdf(draws_u)
+    log_q = np.atleast_1d(log_q)
+    return xr.Dataset(
+        {"lp": (("chain", "draw"), loglik + log_det[None]),
+         "log_q": (("chain", "draw"), log_q[None])},
+        coords={"chain": [0], "draw": np.arange(len(draws_u))},
+        attrs={"description": "lp: flat-prior log posterior on the unconstrained scale (log-"
+               "likelihood + log|det Jacobian|, up to a constant); log_q: log density of the "
+               "Laplace (normal) approximation the draws came from."})
