@@ -5,6 +5,14 @@ Declare a conditional likelihood p(y | x; θ) as a PyMC model with flat priors; 
 like a statistician expects.
 """
 
+from mle_ppl._src.closed_form import (
+    ClosedFormCheck,
+    OptimizerComparison,
+    UnderflowDemo,
+    closed_form_check,
+    compare_optimizers,
+    underflow_demo,
+)
 from mle_ppl._src.engine import fit
 from mle_ppl._src.errors import (
     BoundaryWarning,
@@ -27,6 +35,7 @@ __version__ = "0.1.0"
 __all__ = [
     "METHODS",
     "BoundaryWarning",
+    "ClosedFormCheck",
     "ConvergenceWarning",
     "DataError",
     "IdentifiabilityWarning",
@@ -34,10 +43,15 @@ __all__ = [
     "MLEError",
     "MLEFit",
     "MLEWarning",
+    "OptimizerComparison",
     "ModelError",
     "ModelFileError",
     "SamplingWarning",
     "SeparationWarning",
+    "UnderflowDemo",
+    "closed_form_check",
+    "compare_optimizers",
     "fit",
     "likelihood_for",
+    "underflow_demo",
 ]

@@ -69,6 +69,10 @@ def fit_to_datatree(fit, *, laplace_draws: int = 0, random_seed=None) -> xr.Data
         attrs={"method": fit.method, "model": fit.model_name,
                "warnings": "\n".join(fit.warnings),
                "kind": "laplace" if laplace_draws else "mle"})
+    # closed-form solution (least squares / minimum cross-entropy) as ArviZ reference values
+    from mle_ppl._src.closed_form import closed_form_groups
+
+    tree.update(closed_form_groups(fit, tree["posterior"]))
     dt = xr.DataTree.from_dict({k: v for k, v in tree.items()})
     dt.attrs["inference_library"] = "mle_ppl"
     return dt

@@ -183,6 +183,21 @@ class MLEFit:
 
         return predict(self, new_data, kind=kind, **kwargs)
 
+    # ------------------------------------------- closed-form cross-checks (issue 7)
+    def closed_form(self, **kwargs):
+        """The fit beside its closed form (least squares / minimum cross-entropy); see
+        :func:`mle_ppl.closed_form_check`."""
+        from mle_ppl._src.closed_form import closed_form_check
+
+        return closed_form_check(self, **kwargs)
+
+    def plot_closed_form(self, **kwargs):
+        """ArviZ plot of the fit with reference lines at the closed-form solution; see
+        :func:`mle_ppl._src.closed_form.plot_closed_form`."""
+        from mle_ppl._src.closed_form import plot_closed_form
+
+        return plot_closed_form(self, **kwargs)
+
     # ------------------------------------------------------------- exports
     def diagnostics(self) -> dict[str, Any]:
         """Optimizer and curvature diagnostics as a plain dict."""
@@ -203,7 +218,12 @@ class MLEFit:
                 "converged": bool(self.converged), "loglik": _num(self.loglik),
                 "aic": _num(self.aic), "bic": _num(self.bic), "parameters": params,
                 "diagnostics": self.diagnostics(), "warnings": list(self.warnings),
-                "notes": list(self.notes)}
+                "notes": list(self.notes), "closed_form": self._closed_form_dict()}
+
+    def _closed_form_dict(self) -> dict[str, Any]:
+        from mle_ppl._src.closed_form import closed_form_dict
+
+        return closed_form_dict(self)
 
     def to_datatree(self, *, laplace_draws: int = 0, random_seed=None):
         """ArviZ ``DataTree``: posterior (the MLE as one draw, or Laplace draws), fit, ...
