@@ -5,6 +5,7 @@ Declare a conditional likelihood p(y | x; θ) as a PyMC model with flat priors; 
 like a statistician expects.
 """
 
+from mle_ppl._src.bayes import sample
 from mle_ppl._src.closed_form import (
     ClosedFormCheck,
     OptimizerComparison,
@@ -13,6 +14,7 @@ from mle_ppl._src.closed_form import (
     compare_optimizers,
     underflow_demo,
 )
+from mle_ppl._src.compare import Comparison, compare
 from mle_ppl._src.engine import fit
 from mle_ppl._src.errors import (
     BoundaryWarning,
@@ -28,6 +30,7 @@ from mle_ppl._src.errors import (
 )
 from mle_ppl._src.likelihood import Likelihood, likelihood_for
 from mle_ppl._src.optimize import METHODS
+from mle_ppl._src.plots import plot_densities, plot_forest
 from mle_ppl._src.result import MLEFit
 
 __version__ = "0.1.0"
@@ -36,6 +39,7 @@ __all__ = [
     "METHODS",
     "BoundaryWarning",
     "ClosedFormCheck",
+    "Comparison",
     "ConvergenceWarning",
     "DataError",
     "IdentifiabilityWarning",
@@ -50,8 +54,12 @@ __all__ = [
     "SeparationWarning",
     "UnderflowDemo",
     "closed_form_check",
+    "compare",
     "compare_optimizers",
     "fit",
     "likelihood_for",
+    "plot_densities",
+    "plot_forest",
+    "sample",
     "underflow_demo",
 ]

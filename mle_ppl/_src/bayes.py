@@ -344,7 +344,8 @@ def sample(
     flat_model, name, _table, spec = resolve_model(model, data)
     check_model_data(flat_model)
     chosen = _merge_priors(spec, priors)
-    if spec is not None and chosen:
+    if spec is not None and chosen and all(isinstance(v, str) for v in chosen.values()):
+        # the model file builds its own priors (bounded parameters get truncated priors)
         src_data = data if data is not None else spec.default_data()
         bayes_model = spec.build_model(src_data, priors=chosen)
     elif chosen:
