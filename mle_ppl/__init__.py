@@ -29,9 +29,13 @@ from mle_ppl._src.errors import (
     SeparationWarning,
 )
 from mle_ppl._src.likelihood import Likelihood, likelihood_for
+from mle_ppl._src.lrt import LRTResult, ic_table, lrt
+from mle_ppl._src.modelfile import ModelSpec, list_models, load_model, loads_model, make_prior
 from mle_ppl._src.optimize import METHODS
 from mle_ppl._src.plots import plot_densities, plot_forest
+from mle_ppl._src.profile import Profile, profile
 from mle_ppl._src.result import MLEFit
+from mle_ppl._src.robust import robust_cov
 
 __version__ = "0.1.0"
 
@@ -43,13 +47,16 @@ __all__ = [
     "ConvergenceWarning",
     "DataError",
     "IdentifiabilityWarning",
+    "LRTResult",
     "Likelihood",
     "MLEError",
     "MLEFit",
     "MLEWarning",
-    "OptimizerComparison",
     "ModelError",
     "ModelFileError",
+    "ModelSpec",
+    "OptimizerComparison",
+    "Profile",
     "SamplingWarning",
     "SeparationWarning",
     "UnderflowDemo",
@@ -57,9 +64,17 @@ __all__ = [
     "compare",
     "compare_optimizers",
     "fit",
+    "ic_table",
     "likelihood_for",
+    "list_models",
+    "load_model",
+    "loads_model",
+    "lrt",
+    "make_prior",
     "plot_densities",
     "plot_forest",
+    "profile",
+    "robust_cov",
     "sample",
     "underflow_demo",
 ]
