@@ -27,7 +27,7 @@ def _check_finite(name: str, value: np.ndarray) -> None:
         rows = np.unique(np.argwhere(bad)[:, 0]) if arr.ndim else np.array([0])
         kind = "NaN" if np.isnan(arr[bad]).any() else "infinite"
         raise DataError(
-            f"data variable {name!r} has {int(bad.sum())} {kind} value(s), first at row(s) "
+            f"data variable {name} has {int(bad.sum())} {kind} value(s), first at row(s) "
             f"{rows[:5].tolist()}. Drop or impute those rows before fitting.")
 
 
@@ -37,10 +37,20 @@ def check_model_data(model: pm.Model) -> None:
         val = model.rvs_to_values[rv]
         data = val.get_value() if hasattr(val, "get_value") else getattr(val, "data", None)
         if data is not None:
-            _check_finite(rv.name, data)
+            label = f"'{rv.name}'" if not val.name or val.name == rv.name else (
+                f"'{rv.name}' (data container '{val.name}')")
+            _check_finite(label, data)
     for var in model.data_vars:
         if hasattr(var, "get_value"):
-            _check_finite(var.name, var.get_value())
+            _check_finite(f"'{var.name}'", var.get_value())
+    # arrays written into the model as constants (e.g. `mu = X_numpy @ beta`)
+    from pytensor.graph.traversal import graph_inputs
+    from pytensor.tensor.variable import TensorConstant
+
+    for var in graph_inputs(model.observed_RVs):
+        if isinstance(var, TensorConstant) and var.data.size > 1:
+            shape = "x".join(map(str, var.data.shape))
+            _check_finite(var.name or f"constant array of shape {shape} in the model", var.data)
 
 
 def _shape_error(model: pm.Model, err: Exception) -> DataError:

@@ -265,9 +265,10 @@ class Likelihood:
 
     @cached_property
     def _fn_constrained_jacobian(self):
-        flat = pt.concatenate([c.ravel() for c in self._constrained]) if self._constrained else None
-        if flat is None:
-            return lambda x: np.zeros((0, 0))
+        if not any(b.transform for b in self.blocks):
+            # no transforms: the user's scale is the optimizer's scale
+            return lambda x: np.eye(self.n_params)
+        flat = pt.concatenate([c.ravel() for c in self._constrained])
         jac = pytensor.gradient.jacobian(flat, self._x, vectorize=True, disconnected_inputs="ignore")
         return _compile([self._x], jac, self.mode)
 

@@ -210,13 +210,17 @@ def newton(value_and_grad, hessian, x0, *, tol=1e-10, max_iter=200, refine=8,
         d, w, V = _scaled_eigh(H)
         gs = d * g
         wmax = max(np.max(np.abs(w)), 1e-300)
-        pd = w[0] > 1e-13 * wmax
-        if pd:
-            decrement = 0.5 * float(np.sum((V.T @ gs) ** 2 / w))
-            if decrement < tol:
-                converged = True
-                message = "Newton decrement below tolerance"
-                break
+        keep = w > 1e-13 * wmax
+        a = V.T @ gs
+        decrement = 0.5 * float(np.sum(a[keep] ** 2 / w[keep]))
+        # positive semi-definite with no gradient along its null space: a flat ridge of optima
+        # (non-identifiable parameters; the diagnosis names them)
+        ridge = (w[0] > -1e-8 * wmax
+                 and np.all(np.abs(a[~keep]) <= 1e-9 * max(1.0, float(np.linalg.norm(a)))))
+        if (keep.all() or ridge) and decrement < tol:
+            converged = True
+            message = "Newton decrement below tolerance"
+            break
         accepted = False
         for _inner in range(60):
             ss, _ = _tr_step(gs, w, V, radius)

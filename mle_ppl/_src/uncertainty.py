@@ -119,24 +119,26 @@ def diagnose(
                           f"the observed information is {kind} at the optimum: the data do not "
                           f"identify {', '.join(involved)} (flat direction: {dirs}). Standard "
                           "errors are NaN. Remove a redundant parameter or column, or fix one."))
-    else:
+    at_bound = [labels[i] for i in range(p) if bounded[i] and abs(x[i]) > BOUNDARY_U]
+    if not finite_h and not at_bound:
         warns.append((IdentifiabilityWarning,
                       "the Hessian is not finite at the optimum; standard errors are NaN."))
-    if not converged:
+    if not converged and not at_bound:
         warns.append((ConvergenceWarning,
                       f"the optimizer did not converge ({optimizer_message}); the estimates are "
                       "not the MLE and standard errors are NaN. Raise max_iter, try "
                       "method='newton', or check the model."))
-    # boundaries: bounded parameters whose unconstrained value ran off
-    at_bound = [labels[i] for i in range(p) if bounded[i] and abs(x[i]) > BOUNDARY_U]
     separation = False
     if discrete_outcome and pointwise is not None:
         perfect = {k: int(np.sum(v > -1e-9)) for k, v in pointwise.items()}
         n_perfect = sum(perfect.values())
-        sep_signal = (not pd) or (finite_h and scaled_min < 1.0 / SEPARATION_COND) or bool(runaway)
+        n_tot = sum(v.size for v in pointwise.values())
+        # complete: every observation fitted with probability 1; quasi-complete: some are, and
+        # the information is near-singular along the direction that separates them
+        sep_signal = (n_perfect == n_tot or not pd or bool(runaway)
+                      or (finite_h and scaled_min < 1.0 / SEPARATION_COND))
         if n_perfect and sep_signal:
             separation = True
-            n_tot = sum(v.size for v in pointwise.values())
             kind = "complete" if n_perfect == n_tot else "quasi-complete"
             ran = ", ".join(labels[i] for i in runaway) if runaway else "a direction of the "\
                 "coefficients"
