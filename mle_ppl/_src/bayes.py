@@ -166,7 +166,7 @@ def flat_parameters(model: pm.Model) -> list[str]:
     return [rv.name for rv in model.free_RVs if type(rv.owner.op).__name__ in IMPROPER_OPS]
 
 
-def _merge_priors(spec, priors) -> dict[str, Any]:
+def _merge_priors(spec, priors, file_priors: bool = True) -> dict[str, Any]:
     """The file's ``[priors]`` table overridden by ``priors=`` (``"flat"``/None keeps it flat)."""
     if isinstance(priors, str):
         if priors != "flat":
@@ -174,7 +174,7 @@ def _merge_priors(spec, priors) -> dict[str, Any]:
                            "{'beta': 'Normal(0, 2.5)'}, or 'flat' to ignore the model file's "
                            "[priors] table.")
         return {}
-    merged = dict(getattr(spec, "priors", None) or {}) if spec is not None else {}
+    merged = dict(getattr(spec, "priors", None) or {}) if spec is not None and file_priors else {}
     if priors is not None:
         if not isinstance(priors, Mapping):
             raise MLEError(f"priors= must be a mapping from parameter name to a prior such as "
@@ -272,6 +272,7 @@ def sample(
     data: Any = None,
     *,
     priors: Mapping[str, Any] | str | None = None,
+    file_priors: bool = True,
     draws: int = 1000,
     tune: int = 1000,
     chains: int = 4,
@@ -296,6 +297,8 @@ def sample(
         They override the model file's ``[priors]`` table; ``None``/``"flat"`` as a value keeps
         that parameter flat; ``priors="flat"`` ignores the file's table. Parameters without a
         prior keep their flat prior: the posterior is then proportional to the likelihood.
+    file_priors : bool
+        Use the model file's ``[priors]`` table (under ``priors=``); False: only ``priors=``.
     draws, tune, chains : int
         NUTS draws and tuning steps per chain, and the number of chains.
     cores : int, optional
@@ -343,7 +346,7 @@ def sample(
         raise MLEError(f"target_accept={target_accept!r} must be between 0 and 1 (e.g. 0.9).")
     flat_model, name, _table, spec = resolve_model(model, data)
     check_model_data(flat_model)
-    chosen = _merge_priors(spec, priors)
+    chosen = _merge_priors(spec, priors, file_priors)
     if spec is not None and chosen and all(isinstance(v, str) for v in chosen.values()):
         # the model file builds its own priors (bounded parameters get truncated priors)
         src_data = data if data is not None else spec.default_data()

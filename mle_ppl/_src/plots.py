@@ -166,7 +166,10 @@ def plot_densities(fit, posterior: xr.DataTree, *, laplace: bool = True, random_
     if laplace:
         pc.add_legend("model", title="")
     if title:
-        pc.add_title(f"{fit.model_name}: posterior densities; dashed line: MLE", size=11)
+        # above the panel titles (which may take two lines, "beta\nGNP"); saved with
+        # bbox_inches="tight", as notebooks display inline figures
+        pc.viz["figure"].item().suptitle(
+            f"{fit.model_name}: posterior densities; dashed line: MLE", y=1.06, fontsize=11)
     return pc
 
 
@@ -174,6 +177,18 @@ def densities_path(path: str | Path) -> Path:
     """Where :func:`save_comparison_plots` writes the densities next to ``path``."""
     path = Path(path)
     return path.with_name(f"{path.stem}_densities{path.suffix}")
+
+
+def check_plot_path(path: str | Path) -> Path:
+    """``path`` as a Path if it ends in .png/.svg/.pdf and its folder exists (else MLEError)."""
+    path = Path(path)
+    if path.suffix.lower() not in PLOT_SUFFIXES:
+        raise MLEError(f"plot file {str(path)!r}: expected a name ending in "
+                       f"{', '.join(PLOT_SUFFIXES)} (e.g. comparison.png).")
+    if not path.parent.exists():
+        raise MLEError(f"plot file {str(path)!r}: the folder {str(path.parent)!r} does not "
+                       "exist.")
+    return path
 
 
 def save_comparison_plots(fit, posterior: xr.DataTree, path: str | Path, *,
@@ -184,12 +199,7 @@ def save_comparison_plots(fit, posterior: xr.DataTree, path: str | Path, *,
     """
     import matplotlib.pyplot as plt
 
-    path = Path(path)
-    if path.suffix.lower() not in PLOT_SUFFIXES:
-        raise MLEError(f"--plot {str(path)!r}: expected a file ending in "
-                       f"{', '.join(PLOT_SUFFIXES)} (e.g. comparison.png).")
-    if not path.parent.exists():
-        raise MLEError(f"--plot {str(path)!r}: the folder {str(path.parent)!r} does not exist.")
+    path = check_plot_path(path)
     written = []
     pcs = []
     if np.all(np.isfinite(fit.std_errors.to_numpy())):
