@@ -1,0 +1,619 @@
+"""Benchmark ``mle_ppl.fit`` against statsmodels, scikit-learn, ``pymc.find_MAP`` and numpy.
+
+Prints a table of MEDIAN wall times over several repeats and the ratio of mle-ppl's time to each
+peer's, all measured in the same run, plus accuracy (max |difference| of the coefficients and
+standard errors from statsmodels') and the peak RSS increase of each fit. Then the cold-start
+numbers (fresh processes) and the issue's targets.
+
+Usage::
+
+    python benchmarks/bench_fit.py                 # full run (several minutes)
+    python benchmarks/bench_fit.py --quick         # n = 1e4 and 1e5 only, few repeats (smoke test)
+    python benchmarks/bench_fit.py --repeats 7 --json bench.json
+
+How it measures
+---------------
+* Each case (logistic n = 1e4, 1e5, 1e6 with p = 20; Gaussian n = 1e6 with p = 50) runs in its own
+  subprocess. Every tool first fits a warm-up data set (mle-ppl compiles there), then the repeats
+  go round-robin: data set k is generated once and every tool fits it in turn, so a burst of load
+  on this shared machine hits all tools alike. The time is the median over the repeats.
+* mle-ppl (warm): one ``pm.Model`` built on ``pm.Data`` containers; each repeat does
+  ``pm.set_data`` with fresh data of the same shape (not timed) and times ``mle_ppl.fit(m)`` plus
+  ``fit.std_errors``. ``mle_ppl._src.likelihood.COMPILE_COUNT`` must not move after the warm-up.
+* ``pymc.find_MAP`` runs on the same ``pm.Model`` (same data), as users call it: it compiles its
+  functions on every call. ``compute_hessian=True`` gives it standard errors (the row the target
+  uses); the row without it is printed for reference.
+* statsmodels: ``sm.Logit(y, X).fit(disp=0).bse`` / ``sm.OLS(y, add_constant(X)).fit().bse``
+  (model construction included). scikit-learn: ``LogisticRegression(C=np.inf)`` (unpenalised in
+  scikit-learn >= 1.8; ``penalty=None`` is deprecated) with its default ``lbfgs`` solver and with
+  ``newton-cholesky``; ``LinearRegression``. No standard errors. numpy: ``lstsq`` plus the closed
+  form MLE standard errors ``sqrt(diag((X'X)^-1) * RSS/n)``.
+* Accuracy: coefficients (logistic: beta; Gaussian: alpha and beta) and standard errors against
+  statsmodels on the same data; statsmodels' OLS standard errors use RSS/(n-k), so they are
+  rescaled by sqrt((n-k)/n) to the MLE's RSS/n.
+* Memory: peak RSS increase during the fit, from ``/proc/self/status`` (VmHWM, reset before each
+  fit by writing 5 to ``/proc/self/clear_refs``), so C allocations count; where that reset is not
+  available, ``resource.getrusage`` (an upper bound).
+* Cold: wall time of ``python -c "import mle_ppl, ...; fit"`` on a small model in a fresh process,
+  PyTensor's compile cache warm (one untimed run first); and of ``python -c "import mle_ppl"``.
+
+BLAS settings (OPENBLAS_CORETYPE, thread counts) are left as they are and reported in the header.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+#: The cases: name -> (kind, n, p).
+CASES = {
+    "logit_1e4": ("logit", 10_000, 20),
+    "logit_1e5": ("logit", 100_000, 20),
+    "logit_1e6": ("logit", 1_000_000, 20),
+    "gauss_1e6": ("gauss", 1_000_000, 50),
+}
+QUICK_CASES = ("logit_1e4", "logit_1e5")
+
+#: Tools per kind, in the order of the table. The first is mle-ppl, the second the reference.
+TOOLS = {
+    "logit": ("mle_ppl", "statsmodels", "sklearn_lbfgs", "sklearn_newton_cholesky",
+              "find_map_se", "find_map"),
+    "gauss": ("mle_ppl", "statsmodels", "sklearn", "numpy_lstsq", "find_map_se", "find_map"),
+}
+LABELS = {
+    "mle_ppl": "mle_ppl.fit (+SE, warm)",
+    "statsmodels": "statsmodels (+SE)",
+    "sklearn_lbfgs": "sklearn LogReg lbfgs",
+    "sklearn_newton_cholesky": "sklearn LogReg newton-chol",
+    "sklearn": "sklearn LinearRegression",
+    "numpy_lstsq": "numpy lstsq (+SE)",
+    "find_map_se": "pm.find_MAP (+hessian SE)",
+    "find_map": "pm.find_MAP (no SE)",
+}
+
+#: The issue's targets: (case, peer, max ratio mle_ppl / peer).
+TARGETS = (
+    ("logit_1e6", "statsmodels", 0.5),
+    ("logit_1e6", "sklearn_lbfgs", 1.0),
+    ("logit_1e6", "sklearn_newton_cholesky", 1.0),
+    ("logit_1e6", "find_map_se", 0.5),
+)
+COLD_TARGET_S = 1.5
+
+COLD_SCRIPT = """
+import numpy as np, pymc as pm, mle_ppl
+rng = np.random.default_rng(0)
+x = rng.standard_normal((200, 3))
+y = 1.0 + x @ np.array([0.5, -1.0, 2.0]) + rng.standard_normal(200)
+with pm.Model() as m:
+    X = pm.Data("X", x)
+    alpha = pm.Flat("alpha"); beta = pm.Flat("beta", shape=3); sigma = pm.HalfFlat("sigma")
+    pm.Normal("y", mu=alpha + X @ beta, sigma=sigma, observed=pm.Data("y_obs", y))
+fit = mle_ppl.fit(m)
+assert fit.converged and np.all(np.isfinite(fit.std_errors))
+"""
+
+
+# --------------------------------------------------------------------------- data and memory
+def make_data(kind: str, n: int, p: int, seed: int) -> dict[str, np.ndarray]:
+    """Deterministic synthetic data: every tool and process sees the same arrays for a seed."""
+    rng = np.random.default_rng([seed, n, p])
+    X = rng.standard_normal((n, p))
+    if kind == "logit":
+        beta = rng.normal(0.0, 0.3, p)
+        eta = X @ beta
+        y = (rng.random(n) < 1.0 / (1.0 + np.exp(-eta))).astype(np.int64)
+    else:
+        beta = rng.normal(0.0, 1.0, p)
+        y = 0.5 + X @ beta + 2.0 * rng.standard_normal(n)
+    return {"X": X, "y": y}
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class PeakRSS:
+    """Peak RSS increase (MB) over a block: VmHWM reset via clear_refs, else getrusage."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.mb = float("nan")
+
+    def __enter__(self):
+        if not self.enabled:
+            return self
+        gc.collect()
+        self.base = _status_kb("VmRSS")
+        try:
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")
+            self.exact = self.base is not None
+        except OSError:
+            self.exact = False
+        if not self.exact:
+            self.base = self.base or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return self
+
+    def __exit__(self, *exc):
+        if not self.enabled:
+            return False
+        peak = _status_kb("VmHWM") if self.exact else None
+        if peak is None:
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        self.mb = max(peak - self.base, 0) / 1024.0
+        return False
+
+
+# --------------------------------------------------------------------------------- the tools
+class Tool:
+    """One competitor: ``prepare`` (untimed: bind the data) then ``run`` (timed)."""
+
+    has_se = True
+
+    def __init__(self, kind: str, shared: dict):
+        self.kind = kind
+        self.shared = shared
+
+    def prepare(self, data):
+        self.data = data
+
+    def run(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """Fit; return (coefficients, standard errors or None)."""
+        raise NotImplementedError
+
+
+def _pm_model(kind: str, data, shared: dict):
+    """The one pm.Model of a case (built on first use, shared by mle-ppl and find_MAP)."""
+    if "model" not in shared:
+        import pymc as pm
+
+        p = data["X"].shape[1]
+        with pm.Model() as m:
+            X = pm.Data("X", data["X"])
+            y_obs = pm.Data("y_obs", data["y"])
+            beta = pm.Flat("beta", shape=p)
+            if kind == "logit":
+                pm.Bernoulli("y", logit_p=X @ beta, observed=y_obs)
+            else:
+                alpha = pm.Flat("alpha")
+                sigma = pm.HalfFlat("sigma")
+                pm.Normal("y", mu=alpha + X @ beta, sigma=sigma, observed=y_obs)
+        shared["model"] = m
+    return shared["model"]
+
+
+class PymcTool(Tool):
+    def prepare(self, data):
+        import pymc as pm
+
+        self.data = data
+        self.model = _pm_model(self.kind, data, self.shared)
+        pm.set_data({"X": data["X"], "y_obs": data["y"]}, model=self.model)
+
+
+class MlePpl(PymcTool):
+    def run(self):
+        import mle_ppl
+
+        fit = mle_ppl.fit(self.model)
+        se = fit.std_errors
+        est = fit.estimates
+        names = ["alpha"] if self.kind == "gauss" else []
+        names += [f"beta[{i}]" for i in range(self.data["X"].shape[1])]
+        self.last = {"converged": bool(fit.converged), "iterations": int(fit.iterations),
+                     "n_evals": int(fit.n_evals), "warnings": list(fit.warnings)}
+        return est[names].to_numpy(), se[names].to_numpy()
+
+
+class FindMap(PymcTool):
+    compute_hessian = False
+    has_se = False
+
+    def run(self):
+        import pymc as pm
+
+        out = pm.find_MAP(model=self.model, progressbar=False, jitter=False,
+                          return_inferencedata=True, compute_hessian=self.compute_hessian)
+        post = out["posterior"]
+        beta = np.asarray(post["beta"]).reshape(-1)
+        coef = np.concatenate([np.asarray(post["alpha"]).reshape(-1), beta]) \
+            if self.kind == "gauss" else beta
+        se = None
+        if self.compute_hessian:
+            fitg = out["fit"]
+            rows = [str(r) for r in fitg["rows"].values]
+            cov = np.asarray(fitg["covariance_matrix"])
+            want = (["alpha"] if self.kind == "gauss" else []) + \
+                [f"beta[{i}]" for i in range(len(beta))]
+            idx = [rows.index(w) for w in want]
+            se = np.sqrt(np.diag(cov)[idx])
+        res = out["optimizer_result"]
+        self.last = {"converged": bool(res["success"]), "iterations": int(res["nit"]),
+                     "message": str(res["message"].values)}
+        return coef, se
+
+
+class FindMapSE(FindMap):
+    compute_hessian = True
+    has_se = True
+
+
+class Statsmodels(Tool):
+    def run(self):
+        import statsmodels.api as sm
+
+        X, y = self.data["X"], self.data["y"]
+        if self.kind == "logit":
+            res = sm.Logit(y, X).fit(disp=0)
+            return np.asarray(res.params), np.asarray(res.bse)
+        res = sm.OLS(y, sm.add_constant(X, prepend=True)).fit()
+        n, k = len(y), X.shape[1] + 1
+        # statsmodels' bse uses RSS/(n-k); the MLE's uses RSS/n
+        return np.asarray(res.params), np.asarray(res.bse) * np.sqrt((n - k) / n)
+
+
+class SklearnLogit(Tool):
+    has_se = False
+    solver = "lbfgs"
+
+    def run(self):
+        from sklearn.linear_model import LogisticRegression
+
+        # C=np.inf is scikit-learn's unpenalised logistic regression (penalty=None deprecated)
+        est = LogisticRegression(C=np.inf, fit_intercept=False, solver=self.solver, max_iter=1000)
+        est.fit(self.data["X"], self.data["y"])
+        self.last = {"iterations": int(np.max(est.n_iter_))}
+        return est.coef_.ravel(), None
+
+
+class SklearnLogitNC(SklearnLogit):
+    solver = "newton-cholesky"
+
+
+class SklearnLinear(Tool):
+    has_se = False
+
+    def run(self):
+        from sklearn.linear_model import LinearRegression
+
+        est = LinearRegression().fit(self.data["X"], self.data["y"])
+        return np.concatenate([[est.intercept_], est.coef_]), None
+
+
+class NumpyLstsq(Tool):
+    def prepare(self, data):
+        self.data = data
+        self.X1 = np.column_stack([np.ones(len(data["y"])), data["X"]])
+
+    def run(self):
+        X1, y = self.X1, self.data["y"]
+        coef, rss, _, _ = np.linalg.lstsq(X1, y, rcond=None)
+        sigma2 = float(rss[0]) / len(y)
+        se = np.sqrt(np.diag(np.linalg.inv(X1.T @ X1)) * sigma2)
+        return coef, se
+
+
+TOOL_CLASSES = {
+    "mle_ppl": MlePpl, "statsmodels": Statsmodels, "sklearn_lbfgs": SklearnLogit,
+    "sklearn_newton_cholesky": SklearnLogitNC, "sklearn": SklearnLinear,
+    "numpy_lstsq": NumpyLstsq, "find_map_se": FindMapSE, "find_map": FindMap,
+}
+
+
+# ---------------------------------------------------------------------------- the case worker
+def run_case(case: str, repeats: int, memory: bool = False) -> dict:
+    """Fit one case with every tool: warm-up, then ``repeats`` round-robin rounds.
+
+    With ``memory=True`` (a separate process started with a fixed glibc mmap threshold, so that
+    freed large arrays leave the RSS) it records the peak RSS increase of each fit instead of
+    relying on its times.
+    """
+    from mle_ppl._src import likelihood as lik_mod
+
+    kind, n, p = CASES[case]
+    shared: dict = {}
+    names = TOOLS[kind]
+    tools = {name: TOOL_CLASSES[name](kind, shared) for name in names}
+    out = {name: {"times": [], "rss_mb": [], "coef_diff": [], "se_diff": [], "warnings": set(),
+                  "info": None} for name in names}
+    loadavg = [os.getloadavg()[0]]
+
+    def one(name, data):
+        tool = tools[name]
+        tool.prepare(data)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with PeakRSS(enabled=memory) as mem:
+                t0 = time.perf_counter()
+                coef, se = tool.run()
+                dt = time.perf_counter() - t0
+        for w in caught:
+            out[name]["warnings"].add(f"{w.category.__name__}: {str(w.message).splitlines()[0]}")
+        out[name]["info"] = getattr(tool, "last", None)
+        return dt, mem.mb, coef, se
+
+    # warm-up data set (mle-ppl compiles here; first-call overheads of the others go here too)
+    warm = make_data(kind, n, p, seed=10_000)
+    t_first = {}
+    for name in names:
+        dt, _, _, _ = one(name, warm)
+        t_first[name] = dt
+    del warm
+    compiles_after_warmup = lik_mod.COMPILE_COUNT
+    for k in range(repeats):
+        data = make_data(kind, n, p, seed=k)
+        results = {}
+        for name in names:
+            dt, mb, coef, se = one(name, data)
+            out[name]["times"].append(dt)
+            out[name]["rss_mb"].append(mb)
+            results[name] = (coef, se)
+        ref_coef, ref_se = results["statsmodels"]
+        for name, (coef, se) in results.items():
+            out[name]["coef_diff"].append(float(np.max(np.abs(coef - ref_coef))))
+            if se is not None:
+                out[name]["se_diff"].append(float(np.max(np.abs(se - ref_se))))
+        del data, results
+        gc.collect()
+        loadavg.append(os.getloadavg()[0])
+    recompiles = lik_mod.COMPILE_COUNT - compiles_after_warmup
+    for name in names:
+        out[name]["warnings"] = sorted(out[name]["warnings"])
+        out[name]["first_call_s"] = t_first[name]
+    return {"case": case, "kind": kind, "n": n, "p": p, "repeats": repeats,
+            "mle_ppl_recompiles": recompiles, "loadavg_1min": loadavg, "tools": out}
+
+
+def spawn_case(case: str, repeats: int, *, memory: bool = False,
+               threads: int | None = None) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", case, "--repeats", str(repeats)]
+    if memory:
+        cmd.append("--memory")
+    if threads:
+        cmd += ["--threads", str(threads)]
+    env = dict(os.environ)
+    if memory:
+        # glibc otherwise raises its mmap threshold after the first large free and keeps freed
+        # arrays on the heap, so a second fit's allocations would not show in the RSS at all
+        env["MALLOC_MMAP_THRESHOLD_"] = "131072"
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr[-4000:])
+        raise RuntimeError(f"case {case} failed (exit {proc.returncode})")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------- cold start
+def _wall(cmd: list[str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True)
+    return time.perf_counter() - t0
+
+
+def cold(repeats: int) -> dict:
+    py = sys.executable
+    fit_cmd = [py, "-c", COLD_SCRIPT]
+    _wall(fit_cmd)  # warm PyTensor's on-disk compile cache (and the OS file cache)
+    _wall([py, "-c", "import mle_ppl"])
+    res = {}
+    for key, cmd in (("python -c pass", [py, "-c", "pass"]),
+                     ("import numpy", [py, "-c", "import numpy"]),
+                     ("import pymc", [py, "-c", "import pymc"]),
+                     ("import mle_ppl", [py, "-c", "import mle_ppl"]),
+                     ("import + fit small model", fit_cmd)):
+        times = [_wall(cmd) for _ in range(repeats)]
+        res[key] = {"median": statistics.median(times), "min": min(times), "times": times}
+    return res
+
+
+# ----------------------------------------------------------------------------------- report
+def header() -> dict:
+    import threadpoolctl
+
+    info = {"python": sys.version.split()[0], "platform": platform.platform(),
+            "cpus": os.cpu_count(), "loadavg": os.getloadavg()}
+    for mod in ("numpy", "scipy", "pytensor", "pymc", "statsmodels", "sklearn"):
+        info[mod] = __import__(mod).__version__
+    import mle_ppl
+
+    info["mle_ppl"] = mle_ppl.__version__
+    from mle_ppl._src.likelihood import DEFAULT_MODE
+
+    info["mle_ppl_mode"] = DEFAULT_MODE
+    import pytensor
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        info["pytensor_blas_ldflags"] = pytensor.config.blas__ldflags
+    info["env"] = {k: os.environ.get(k) for k in (
+        "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    info["threadpools"] = [
+        {k: d.get(k) for k in ("internal_api", "version", "num_threads", "architecture",
+                               "threading_layer")} | {"lib": os.path.basename(d["filepath"])}
+        for d in threadpoolctl.threadpool_info()]
+    return info
+
+
+def fmt_header(h: dict) -> str:
+    lines = [
+        f"python {h['python']} on {h['platform']}, {h['cpus']} CPUs, "
+        f"load average at start {', '.join(f'{x:.2f}' for x in h['loadavg'])}",
+        "versions: " + ", ".join(f"{m} {h[m]}" for m in (
+            "mle_ppl", "numpy", "scipy", "pytensor", "pymc", "statsmodels", "sklearn")),
+        f"mle-ppl PyTensor mode: {h['mle_ppl_mode']}; "
+        f"pytensor blas__ldflags: {h['pytensor_blas_ldflags']!r}"
+        + ("  (EMPTY: PyTensor's C backend has no BLAS; its dot products fall back to slow code)"
+           if not h["pytensor_blas_ldflags"] else ""),
+        "env: " + ", ".join(f"{k}={v}" for k, v in h["env"].items())
+        + f"; BLAS threads limited by this script to: {h.get('threads_limit') or 'no limit'}",
+        "threadpoolctl.threadpool_info():",
+    ]
+    for t in h["threadpools"]:
+        lines.append("  " + ", ".join(f"{k}={v}" for k, v in t.items()))
+    return "\n".join(lines)
+
+
+def summarise(case_res: dict, mem_res: dict | None = None) -> list[dict]:
+    tools = case_res["tools"]
+    t_mle = statistics.median(tools["mle_ppl"]["times"])
+    rows = []
+    for name, r in tools.items():
+        med = statistics.median(r["times"])
+        rows.append({
+            "case": case_res["case"], "tool": name, "median_s": med, "min_s": min(r["times"]),
+            "ratio": t_mle / med if med > 0 else float("nan"),
+            "coef_diff": max(r["coef_diff"]) if r["coef_diff"] else float("nan"),
+            "se_diff": max(r["se_diff"]) if r["se_diff"] else None,
+            "rss_mb": max(mem_res["tools"][name]["rss_mb"]) if mem_res else None,
+            "first_call_s": r["first_call_s"],
+            "warnings": r["warnings"], "info": r["info"],
+        })
+    return rows
+
+
+def fmt_table(all_rows: list[dict], cases: dict) -> str:
+    out = []
+    head = (f"{'case':<22} {'tool':<27} {'median s':>9} {'min s':>8} {'mle/peer':>9} "
+            f"{'max|dcoef|':>10} {'max|dSE|':>9} {'peakRSS+MB':>10} {'1st call s':>10}")
+    out.append(head)
+    out.append("-" * len(head))
+    for case, res in cases.items():
+        kind, n, p = CASES[case]
+        title = f"{'logistic' if kind == 'logit' else 'gaussian'} n={n:.0e} p={p}"
+        for r in (x for x in all_rows if x["case"] == case):
+            se = "no SE" if r["se_diff"] is None else f"{r['se_diff']:.1e}"
+            ratio = "1 (self)" if r["tool"] == "mle_ppl" else f"{r['ratio']:.2f}x"
+            rss = "-" if r["rss_mb"] is None else f"{r['rss_mb']:.0f}"
+            out.append(f"{title:<22} {LABELS[r['tool']]:<27} {r['median_s']:>9.3f} "
+                       f"{r['min_s']:>8.3f} {ratio:>9} {r['coef_diff']:>10.1e} {se:>9} "
+                       f"{rss:>10} {r['first_call_s']:>10.2f}")
+            title = ""
+        load = ", ".join(f"{x:.1f}" for x in res["loadavg_1min"])
+        out.append(f"{'':<22} (repeats {res['repeats']}; mle-ppl recompilations after "
+                   f"warm-up: {res['mle_ppl_recompiles']}; 1-min load average: {load})")
+    return "\n".join(out)
+
+
+def fmt_notes(all_rows: list[dict]) -> str:
+    lines = []
+    for r in all_rows:
+        bits = []
+        if r["info"]:
+            bits.append(", ".join(f"{k}={v}" for k, v in r["info"].items() if k != "warnings"))
+        if r["warnings"]:
+            bits.append("warnings: " + " | ".join(r["warnings"])[:300])
+        if bits:
+            lines.append(f"  {r['case']:<10} {LABELS[r['tool']]:<27} " + "; ".join(bits))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="only logistic n=1e4 and 1e5, 2 repeats, 2 cold runs (smoke test)")
+    ap.add_argument("--repeats", type=int, default=None,
+                    help="timed repeats per case and cold-start command (default 5; quick: 2)")
+    ap.add_argument("--json", metavar="FILE", help="also write all measurements as JSON")
+    ap.add_argument("--cases", nargs="+", choices=sorted(CASES), help="run only these cases")
+    ap.add_argument("--no-cold", action="store_true", help="skip the fresh-process timings")
+    ap.add_argument("--no-memory", action="store_true",
+                    help="skip the peak-RSS pass of the n = 1e6 cases")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="limit BLAS/OpenMP threads of every tool (threadpoolctl) in the case "
+                         "workers; default: leave the environment's setting")
+    ap.add_argument("--worker", metavar="CASE", help=argparse.SUPPRESS)
+    ap.add_argument("--memory", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    repeats = args.repeats or (2 if args.quick else 5)
+    if repeats < 1:
+        ap.error("--repeats must be >= 1")
+
+    if args.worker:
+        if args.threads:
+            import threadpoolctl
+
+            threadpoolctl.threadpool_limits(limits=args.threads)
+        print(json.dumps(run_case(args.worker, repeats, memory=args.memory)))
+        return 0
+
+    h = header()
+    h["threads_limit"] = args.threads
+    print(fmt_header(h), flush=True)
+    case_names = args.cases or (QUICK_CASES if args.quick else tuple(CASES))
+    cases = {}
+    memory = {}
+    for case in case_names:
+        t0 = time.perf_counter()
+        cases[case] = spawn_case(case, repeats, threads=args.threads)
+        print(f"  ... {case} timed in {time.perf_counter() - t0:.0f} s", flush=True)
+        if CASES[case][1] >= 1_000_000 and not args.no_memory:
+            t0 = time.perf_counter()
+            memory[case] = spawn_case(case, 1, memory=True, threads=args.threads)
+            print(f"  ... {case} memory pass in {time.perf_counter() - t0:.0f} s", flush=True)
+    rows = [r for c in cases.values() for r in summarise(c, memory.get(c["case"]))]
+    print()
+    print("Warm fits: median wall time over repeats; mle/peer = mle-ppl's median / the peer's "
+          "(< 1: mle-ppl faster).")
+    print("max|dcoef|, max|dSE|: largest absolute difference from statsmodels on the same data.")
+    print("peakRSS+MB: peak RSS increase during one warm fit (separate process, n = 1e6 only); "
+          "1st call s: the warm-up fit (mle-ppl: compiles).")
+    print(fmt_table(rows, cases))
+    print("\nPer-tool details (last fit):")
+    print(fmt_notes(rows))
+
+    cold_res = None
+    if not args.no_cold:
+        cold_res = cold(repeats)
+        print("\nFresh processes (PyTensor compile cache warm), wall time:")
+        for key, r in cold_res.items():
+            print(f"  {key:<26} median {r['median']:6.2f} s   min {r['min']:6.2f} s")
+
+    print("\nTargets (logistic n=1e6, p=20, warm, standard errors included):")
+    verdicts = []
+    for case, peer, limit in TARGETS:
+        row = next((r for r in rows if r["case"] == case and r["tool"] == peer), None)
+        if row is None:
+            print(f"  {LABELS[peer]:<27} <= {limit:.1f}x: not measured in this run")
+            continue
+        ok = row["ratio"] <= limit
+        verdicts.append(ok)
+        print(f"  mle-ppl / {LABELS[peer]:<27} = {row['ratio']:.2f}x  (target <= {limit:.1f}x)"
+              f"  {'MET' if ok else 'NOT MET'}")
+    if cold_res is not None:
+        t = cold_res["import + fit small model"]["median"]
+        ok = t <= COLD_TARGET_S
+        verdicts.append(ok)
+        print(f"  fresh process, small model: {t:.2f} s  (target <= {COLD_TARGET_S} s)  "
+              f"{'MET' if ok else 'NOT MET'}")
+
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"header": h, "cases": cases, "rows": rows, "cold": cold_res}, fh,
+                      indent=1, default=str)
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
