@@ -135,7 +135,13 @@ class Expression:
 
         ``index_names`` are the names allowed as an index (``alpha[group]``): integer data.
         """
-        return _Builder(env, self.where, index_names).visit(self.tree.body)
+        try:
+            return _Builder(env, self.where, index_names).visit(self.tree.body)
+        except ModelFileError:
+            raise
+        except Exception as err:  # noqa: BLE001 - PyTensor's shape/type errors are the file's
+            msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise _fail(self.where, f"cannot build {self.text!r}: {msg}") from None
 
 
 def _syntax_tree(text: str, where: str) -> ast.Expression:
