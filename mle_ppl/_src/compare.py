@@ -304,9 +304,9 @@ def compare(fit, posterior: xr.DataTree, *, level: float = 0.95, laplace_draws: 
         if abs(ratio[i] - 1) > SD_RATIO_TOL + ratio_mc[i]:
             parts.append(f"the posterior sd is {ratio[i]:.2f}× the standard error")
         why = ("the priors pull the posterior away from the likelihood" if not flat else
-               "under flat priors this means the likelihood is not close to normal here (small "
-               "sample, skewed or near a boundary): trust the posterior or profile intervals "
-               "over the Wald interval")
+               "under flat priors this means the likelihood is not normal-shaped here (small "
+               "sample, skewness, or a boundary), so the Wald interval is less reliable than "
+               "the posterior's or a profile interval")
         notes.append(f"{lab}: {' and '.join(parts)}; {why}.")
 
     problems = [str(p) for p in sampling_problems(posterior, [b.name for b in
