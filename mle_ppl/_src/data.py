@@ -54,6 +54,15 @@ class BoundData:
     n: int
 
 
+def suggest(name: str, candidates) -> str:
+    """``" Did you mean 'x'?"``: a case-insensitive match first, then the closest spelling."""
+    cands = [str(c) for c in candidates]
+    folded = [c for c in cands if c.lower() == str(name).lower() and c != name]
+    if folded:
+        return f" Did you mean {folded[0]!r}?"
+    return did_you_mean(name, cands)
+
+
 def _where(file: str | None, key: str | None = None) -> str:
     parts = []
     if file:
@@ -124,7 +133,7 @@ def _column(table: pd.DataFrame, col: str, item: DataItem, file: str | None) -> 
         used = f" (used in {', '.join(item.used_in)})" if item.used_in else ""
         raise DataError(
             f"{_where(file, item.key)}{used}: column {col!r} is not in the data table."
-            f"{did_you_mean(col, cols)} "
+            f"{suggest(col, cols)} "
             f"Columns are {cols[:20]}{' ...' if len(cols) > 20 else ''}.")
     return table[col]
 
@@ -192,7 +201,7 @@ def _categorical(series: pd.Series, item: DataItem, file: str | None):
     if item.reference is not None and str(item.reference) not in levels:
         raise DataError(f"{where}: the reference level {item.reference!r} does not occur in column "
                         f"{col!r}; its levels are {list(levels)}."
-                        f"{did_you_mean(str(item.reference), levels)}")
+                        f"{suggest(str(item.reference), levels)}")
     lookup = {v: i for i, v in enumerate(levels)}
     codes = np.fromiter((lookup[v] for v in labels), dtype=np.int64, count=len(labels))
     coord = tuple(v for v in levels if item.reference is None or v != str(item.reference))
