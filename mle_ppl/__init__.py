@@ -25,12 +25,14 @@ from mle_ppl._src.errors import (
     MLEWarning,
     ModelError,
     ModelFileError,
+    MultimodalityWarning,
     SamplingWarning,
     SeparationWarning,
 )
 from mle_ppl._src.likelihood import Likelihood, likelihood_for
 from mle_ppl._src.lrt import LRTResult, ic_table, lrt
 from mle_ppl._src.modelfile import ModelSpec, list_models, load_model, loads_model, make_prior
+from mle_ppl._src.multistart import MultiStartReport
 from mle_ppl._src.optimize import METHODS
 from mle_ppl._src.plots import plot_densities, plot_forest
 from mle_ppl._src.profile import Profile, profile
@@ -55,6 +57,8 @@ __all__ = [
     "ModelError",
     "ModelFileError",
     "ModelSpec",
+    "MultiStartReport",
+    "MultimodalityWarning",
     "OptimizerComparison",
     "Profile",
     "SamplingWarning",

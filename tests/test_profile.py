@@ -182,3 +182,12 @@ def test_plot_and_errors(normal_fit):
         fit.profile("__import__(1)")
     with pytest.raises(mle_ppl.MLEError, match="level"):
         fit.profile("mu", level=95)
+
+
+def test_to_dict_exposes_profile_intervals(dobson_fit):
+    d = dobson_fit.to_dict(ci="profile")
+    assert d["ci_method"] == "profile" and d["cov_type"] == "nonrobust"
+    got = [[p["ci_lower"], p["ci_upper"]] for p in d["parameters"].values()]
+    np.testing.assert_allclose(got, R_CONFINT, atol=3e-5)  # same reference as above
+    assert all(p["ci_open"] == [False, False] for p in d["parameters"].values())
+    assert dobson_fit.to_dict()["ci_method"] == "wald"

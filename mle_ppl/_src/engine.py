@@ -106,6 +106,8 @@ def fit(
     progress: bool = False,
     mode: str = DEFAULT_MODE,
     warn: bool = True,
+    starts: int = 1,
+    random_seed=None,
 ) -> MLEFit:
     """Maximum-likelihood fit of a PyMC model with flat priors (the MAP point under flat priors).
 
@@ -135,6 +137,13 @@ def fit(
         PyTensor compilation mode.
     warn : bool
         Also emit each diagnostic as a Python warning (they are always in ``fit.warnings``).
+    starts : int
+        Number of optimizer starts: the usual one plus ``starts - 1`` jittered ones (see
+        :mod:`mle_ppl._src.multistart`). The best optimum is returned; ``fit.multistart`` says
+        whether the starts agree, and a :class:`~mle_ppl.MultimodalityWarning` is raised when
+        they found different local optima.
+    random_seed : int or numpy.random.Generator, optional
+        Seed of the jittered starts.
 
     Returns
     -------
@@ -177,10 +186,23 @@ def fit(
     kwargs = {"tol": tol, "learning_rate": learning_rate, "n_obs": n_obs, "bounded": bounded}
     if max_iter is not None:
         kwargs["max_iter"] = max_iter
+    report = None
     with _progress(progress, name, method) as cb:
-        res: OptimResult = optimizer(lik.value_and_grad, lik.hessian, x0, progress=cb, **kwargs)
-    return _assemble(lik, res, name=name, table=table, spec=spec, t0=t0, warn=warn,
-                     method=method)
+        if starts != 1:
+            from mle_ppl._src.multistart import run_starts
+
+            res, report = run_starts(optimizer, lik, x0, starts=starts, random_seed=random_seed,
+                                     progress=cb, **kwargs)
+        else:
+            res: OptimResult = optimizer(lik.value_and_grad, lik.hessian, x0, progress=cb,
+                                         **kwargs)
+    out = _assemble(lik, res, name=name, table=table, spec=spec, t0=t0, warn=warn,
+                    method=method)
+    if report is not None:
+        from mle_ppl._src.multistart import attach
+
+        out = attach(out, report, warn=warn)
+    return out
 
 
 def _finite_start(lik: Likelihood, x0: np.ndarray) -> np.ndarray:

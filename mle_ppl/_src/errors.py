@@ -50,6 +50,10 @@ class SamplingWarning(MLEWarning):
     """Posterior sampling diagnostics (R-hat, ESS, divergences) are poor, or the posterior is improper."""
 
 
+class MultimodalityWarning(MLEWarning):
+    """Optimizer starts ended at different local optima (``fit(..., starts=K)``)."""
+
+
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """Return ``" Did you mean 'x'?"`` for the closest candidate, or an empty string."""
     close = difflib.get_close_matches(str(name), [str(c) for c in candidates], n=1, cutoff=0.6)

@@ -205,20 +205,41 @@ class MLEFit:
                 "hessian_cond": _num(self.hessian_cond), "iterations": int(self.iterations),
                 "n_evals": int(self.n_evals)}
 
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON document of DESIGN.md section 3 (NaN and infinities become ``null``)."""
-        tab = self.table()
+    def to_dict(self, *, ci: str = "wald", cov_type: str = "nonrobust",
+                groups=None) -> dict[str, Any]:
+        """The JSON document of DESIGN.md section 3 (NaN and infinities become ``null``).
+
+        ``ci="profile"`` gives profile-likelihood intervals (with ``ci_open`` flags per
+        parameter: an open end is ``null``); ``cov_type`` ("HC0", "HC1", "cluster" with
+        ``groups=``) the covariance behind ``std_err`` and Wald intervals. The document records
+        both as ``ci_method`` and ``cov_type``.
+        """
+        if ci not in CI_METHODS:
+            raise MLEError(f"ci={ci!r} is not a confidence-interval method; expected one of "
+                           f"{list(CI_METHODS)}.")
+        tab = self.table(cov_type=cov_type, groups=groups)
         params = {
             lab: {"estimate": _num(r.estimate), "std_err": _num(r.std_err),
                   "ci_lower": _num(r.ci_lower), "ci_upper": _num(r.ci_upper)}
             for lab, r in tab.iterrows()
         }
-        return {"model": self.model_name, "n_obs": int(self.n_obs),
-                "n_params": int(self.n_params), "method": self.method,
-                "converged": bool(self.converged), "loglik": _num(self.loglik),
-                "aic": _num(self.aic), "bic": _num(self.bic), "parameters": params,
-                "diagnostics": self.diagnostics(), "warnings": list(self.warnings),
-                "notes": list(self.notes), "closed_form": self._closed_form_dict()}
+        if ci == "profile":
+            pci = self.conf_int(method="profile")
+            for lab, r in pci.iterrows():
+                lo_open, hi_open = pci.attrs["open"][lab]
+                params[lab].update({"ci_lower": None if lo_open else _num(r.lower),
+                                    "ci_upper": None if hi_open else _num(r.upper),
+                                    "ci_open": [bool(lo_open), bool(hi_open)]})
+        out = {"model": self.model_name, "n_obs": int(self.n_obs),
+               "n_params": int(self.n_params), "method": self.method,
+               "converged": bool(self.converged), "loglik": _num(self.loglik),
+               "aic": _num(self.aic), "bic": _num(self.bic), "ci_method": ci,
+               "cov_type": cov_type, "parameters": params,
+               "diagnostics": self.diagnostics(), "warnings": list(self.warnings),
+               "notes": list(self.notes), "closed_form": self._closed_form_dict()}
+        if self.multistart is not None:
+            out["multistart"] = self.multistart.to_dict()
+        return out
 
     def _closed_form_dict(self) -> dict[str, Any]:
         from mle_ppl._src.closed_form import closed_form_dict
