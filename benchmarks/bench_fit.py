@@ -442,6 +442,10 @@ def header() -> dict:
 
     info["mle_ppl_mode"] = DEFAULT_MODE
     import pytensor
+    from pytensor.compile.mode import get_mode
+
+    info["mle_ppl_linker"] = type(get_mode(DEFAULT_MODE).linker).__name__
+    info["pytensor_default_linker"] = type(get_mode(None).linker).__name__
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -461,10 +465,9 @@ def fmt_header(h: dict) -> str:
         f"load average at start {', '.join(f'{x:.2f}' for x in h['loadavg'])}",
         "versions: " + ", ".join(f"{m} {h[m]}" for m in (
             "mle_ppl", "numpy", "scipy", "pytensor", "pymc", "statsmodels", "sklearn")),
-        f"mle-ppl PyTensor mode: {h['mle_ppl_mode']}; "
-        f"pytensor blas__ldflags: {h['pytensor_blas_ldflags']!r}"
-        + ("  (EMPTY: PyTensor's C backend has no BLAS; its dot products fall back to slow code)"
-           if not h["pytensor_blas_ldflags"] else ""),
+        f"mle-ppl PyTensor mode: {h['mle_ppl_mode']} (linker {h.get('mle_ppl_linker', 'NumbaLinker')}); "
+        f"PyTensor default linker (find_MAP): {h.get('pytensor_default_linker', 'NumbaLinker')}; "
+        f"blas__ldflags (C linker only): {h['pytensor_blas_ldflags']!r}",
         "env: " + ", ".join(f"{k}={v}" for k, v in h["env"].items())
         + f"; BLAS threads limited by this script to: {h.get('threads_limit') or 'no limit'}",
         "threadpoolctl.threadpool_info():",
@@ -492,32 +495,57 @@ def summarise(case_res: dict, mem_res: dict | None = None) -> list[dict]:
     return rows
 
 
-def fmt_table(all_rows: list[dict], cases: dict) -> str:
+def _cells(r: dict) -> list[str]:
+    return [
+        LABELS[r["tool"]], f"{r['median_s']:.3f}", f"{r['min_s']:.3f}",
+        "1 (self)" if r["tool"] == "mle_ppl" else f"{r['ratio']:.2f}x",
+        f"{r['coef_diff']:.1e}", "no SE" if r["se_diff"] is None else f"{r['se_diff']:.1e}",
+        "-" if r["rss_mb"] is None else f"{r['rss_mb']:.0f}", f"{r['first_call_s']:.2f}",
+    ]
+
+
+COLUMNS = ("tool", "median s", "min s", "mle/peer", "max Δcoef", "max ΔSE", "peakRSS+MB",
+           "1st call s")
+
+
+def _case_title(case: str) -> str:
+    kind, n, p = CASES[case]
+    return f"{'logistic' if kind == 'logit' else 'gaussian'} n={n:.0e} p={p}"
+
+
+def fmt_table(rows: list[dict], cases: dict, markdown: bool = False) -> str:
     out = []
-    head = (f"{'case':<22} {'tool':<27} {'median s':>9} {'min s':>8} {'mle/peer':>9} "
-            f"{'max|dcoef|':>10} {'max|dSE|':>9} {'peakRSS+MB':>10} {'1st call s':>10}")
-    out.append(head)
-    out.append("-" * len(head))
+    if markdown:
+        out.append("| case | " + " | ".join(COLUMNS) + " |")
+        out.append("|" + "---|" * (len(COLUMNS) + 1))
+    else:
+        widths = (27, 9, 8, 9, 10, 9, 10, 10)
+        head = f"{'case':<22} " + " ".join(
+            f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(
+                zip(COLUMNS, widths, strict=True)))
+        out += [head, "-" * len(head)]
     for case, res in cases.items():
-        kind, n, p = CASES[case]
-        title = f"{'logistic' if kind == 'logit' else 'gaussian'} n={n:.0e} p={p}"
-        for r in (x for x in all_rows if x["case"] == case):
-            se = "no SE" if r["se_diff"] is None else f"{r['se_diff']:.1e}"
-            ratio = "1 (self)" if r["tool"] == "mle_ppl" else f"{r['ratio']:.2f}x"
-            rss = "-" if r["rss_mb"] is None else f"{r['rss_mb']:.0f}"
-            out.append(f"{title:<22} {LABELS[r['tool']]:<27} {r['median_s']:>9.3f} "
-                       f"{r['min_s']:>8.3f} {ratio:>9} {r['coef_diff']:>10.1e} {se:>9} "
-                       f"{rss:>10} {r['first_call_s']:>10.2f}")
+        title = _case_title(case)
+        for r in (x for x in rows if x["case"] == case):
+            cells = _cells(r)
+            if markdown:
+                out.append(f"| {title} | " + " | ".join(cells) + " |")
+            else:
+                out.append(f"{title:<22} " + " ".join(
+                    f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(
+                        zip(cells, widths, strict=True))))
             title = ""
-        load = ", ".join(f"{x:.1f}" for x in res["loadavg_1min"])
-        out.append(f"{'':<22} (repeats {res['repeats']}; mle-ppl recompilations after "
-                   f"warm-up: {res['mle_ppl_recompiles']}; 1-min load average: {load})")
+        load = ", ".join(f"{x:.1f}" for x in res.get("loadavg_1min", []))
+        note = (f"(repeats {res['repeats']}; mle-ppl recompilations after warm-up: "
+                f"{res['mle_ppl_recompiles']}; 1-min load average: {load})")
+        if not markdown:
+            out.append(f"{'':<22} {note}")
     return "\n".join(out)
 
 
-def fmt_notes(all_rows: list[dict]) -> str:
+def fmt_notes(rows: list[dict]) -> str:
     lines = []
-    for r in all_rows:
+    for r in rows:
         bits = []
         if r["info"]:
             bits.append(", ".join(f"{k}={v}" for k, v in r["info"].items() if k != "warnings"))
@@ -526,6 +554,56 @@ def fmt_notes(all_rows: list[dict]) -> str:
         if bits:
             lines.append(f"  {r['case']:<10} {LABELS[r['tool']]:<27} " + "; ".join(bits))
     return "\n".join(lines)
+
+
+def report(data: dict, markdown: bool = False) -> str:
+    """The whole report (after the header) from the measurements ``data`` (the --json dict)."""
+    rows, cases, cold_res = data["rows"], data["cases"], data.get("cold")
+    out = []
+    out.append("Warm fits: median wall time over repeats; mle/peer = mle-ppl's median / the "
+               "peer's (< 1: mle-ppl faster).")
+    out.append("max Δcoef, max ΔSE: largest absolute difference from statsmodels on the same "
+               "data. peakRSS+MB: peak RSS increase during one warm fit (separate process, "
+               "n = 1e6 only). 1st call s: the warm-up fit (mle-ppl: compiles).")
+    out.append("")
+    out.append(fmt_table(rows, cases, markdown))
+    if markdown:
+        out.append("")
+        for case, res in cases.items():
+            load = ", ".join(f"{x:.1f}" for x in res.get("loadavg_1min", []))
+            out.append(f"- {_case_title(case)}: {res['repeats']} repeats, mle-ppl "
+                       f"recompilations after warm-up: {res['mle_ppl_recompiles']}, 1-min load "
+                       f"average during the case: {load}")
+    else:
+        out.append("\nPer-tool details (last fit):")
+        out.append(fmt_notes(rows))
+    if cold_res:
+        out.append("")
+        out.append("Fresh processes (PyTensor compile cache warm), wall time:")
+        out.append("")
+        if markdown:
+            out += ["| command | median s | min s |", "|---|---|---|"]
+        for key, r in cold_res.items():
+            out.append(f"| `{key}` | {r['median']:.2f} | {r['min']:.2f} |" if markdown else
+                       f"  {key:<26} median {r['median']:6.2f} s   min {r['min']:6.2f} s")
+    out.append("")
+    out.append("Targets (logistic n=1e6, p=20, warm, standard errors included):")
+    out.append("")
+    bullet = "- " if markdown else "  "
+    for case, peer, limit in TARGETS:
+        row = next((r for r in rows if r["case"] == case and r["tool"] == peer), None)
+        if row is None:
+            out.append(f"{bullet}mle-ppl / {LABELS[peer]} <= {limit:.1f}x: not measured")
+            continue
+        ok = row["ratio"] <= limit
+        out.append(f"{bullet}mle-ppl / {LABELS[peer]} = {row['ratio']:.2f}x (target <= "
+                   f"{limit:.1f}x): {'MET' if ok else 'NOT MET'}")
+    if cold_res:
+        t = cold_res["import + fit small model"]["median"]
+        ok = t <= COLD_TARGET_S
+        out.append(f"{bullet}fresh process, small model: {t:.2f} s (target <= {COLD_TARGET_S} s)"
+                   f": {'MET' if ok else 'NOT MET'}")
+    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -542,12 +620,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None,
                     help="limit BLAS/OpenMP threads of every tool (threadpoolctl) in the case "
                          "workers; default: leave the environment's setting")
+    ap.add_argument("--from-json", metavar="FILE",
+                    help="re-print the report of a saved --json file instead of measuring")
+    ap.add_argument("--markdown", action="store_true",
+                    help="with --from-json: print the tables as Markdown")
     ap.add_argument("--worker", metavar="CASE", help=argparse.SUPPRESS)
     ap.add_argument("--memory", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     repeats = args.repeats or (2 if args.quick else 5)
     if repeats < 1:
         ap.error("--repeats must be >= 1")
+
+    if args.from_json:
+        with open(args.from_json) as fh:
+            data = json.load(fh)
+        print(fmt_header(data["header"]))
+        print()
+        print(report(data, markdown=args.markdown))
+        return 0
 
     if args.worker:
         if args.threads:
@@ -572,45 +662,17 @@ def main(argv: list[str] | None = None) -> int:
             memory[case] = spawn_case(case, 1, memory=True, threads=args.threads)
             print(f"  ... {case} memory pass in {time.perf_counter() - t0:.0f} s", flush=True)
     rows = [r for c in cases.values() for r in summarise(c, memory.get(c["case"]))]
-    print()
-    print("Warm fits: median wall time over repeats; mle/peer = mle-ppl's median / the peer's "
-          "(< 1: mle-ppl faster).")
-    print("max|dcoef|, max|dSE|: largest absolute difference from statsmodels on the same data.")
-    print("peakRSS+MB: peak RSS increase during one warm fit (separate process, n = 1e6 only); "
-          "1st call s: the warm-up fit (mle-ppl: compiles).")
-    print(fmt_table(rows, cases))
-    print("\nPer-tool details (last fit):")
-    print(fmt_notes(rows))
-
     cold_res = None
     if not args.no_cold:
+        t0 = time.perf_counter()
         cold_res = cold(repeats)
-        print("\nFresh processes (PyTensor compile cache warm), wall time:")
-        for key, r in cold_res.items():
-            print(f"  {key:<26} median {r['median']:6.2f} s   min {r['min']:6.2f} s")
-
-    print("\nTargets (logistic n=1e6, p=20, warm, standard errors included):")
-    verdicts = []
-    for case, peer, limit in TARGETS:
-        row = next((r for r in rows if r["case"] == case and r["tool"] == peer), None)
-        if row is None:
-            print(f"  {LABELS[peer]:<27} <= {limit:.1f}x: not measured in this run")
-            continue
-        ok = row["ratio"] <= limit
-        verdicts.append(ok)
-        print(f"  mle-ppl / {LABELS[peer]:<27} = {row['ratio']:.2f}x  (target <= {limit:.1f}x)"
-              f"  {'MET' if ok else 'NOT MET'}")
-    if cold_res is not None:
-        t = cold_res["import + fit small model"]["median"]
-        ok = t <= COLD_TARGET_S
-        verdicts.append(ok)
-        print(f"  fresh process, small model: {t:.2f} s  (target <= {COLD_TARGET_S} s)  "
-              f"{'MET' if ok else 'NOT MET'}")
-
+        print(f"  ... fresh-process timings in {time.perf_counter() - t0:.0f} s", flush=True)
+    data = {"header": h, "cases": cases, "rows": rows, "cold": cold_res}
+    print()
+    print(report(data))
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"header": h, "cases": cases, "rows": rows, "cold": cold_res}, fh,
-                      indent=1, default=str)
+            json.dump(data, fh, indent=1, default=str)
         print(f"\nwrote {args.json}")
     return 0
 
