@@ -465,8 +465,8 @@ def fmt_header(h: dict) -> str:
         f"load average at start {', '.join(f'{x:.2f}' for x in h['loadavg'])}",
         "versions: " + ", ".join(f"{m} {h[m]}" for m in (
             "mle_ppl", "numpy", "scipy", "pytensor", "pymc", "statsmodels", "sklearn")),
-        f"mle-ppl PyTensor mode: {h['mle_ppl_mode']} (linker {h.get('mle_ppl_linker', 'NumbaLinker')}); "
-        f"PyTensor default linker (find_MAP): {h.get('pytensor_default_linker', 'NumbaLinker')}; "
+        f"mle-ppl PyTensor mode: {h['mle_ppl_mode']} (linker {h.get('mle_ppl_linker', '?')}); "
+        f"PyTensor default linker (find_MAP): {h.get('pytensor_default_linker', '?')}; "
         f"blas__ldflags (C linker only): {h['pytensor_blas_ldflags']!r}",
         "env: " + ", ".join(f"{k}={v}" for k, v in h["env"].items())
         + f"; BLAS threads limited by this script to: {h.get('threads_limit') or 'no limit'}",
