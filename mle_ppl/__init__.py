@@ -35,6 +35,7 @@ from mle_ppl._src.modelfile import ModelSpec, list_models, load_model, loads_mod
 from mle_ppl._src.multistart import MultiStartReport
 from mle_ppl._src.optimize import METHODS
 from mle_ppl._src.plots import plot_densities, plot_forest
+from mle_ppl._src.predict import predict
 from mle_ppl._src.profile import Profile, profile
 from mle_ppl._src.result import MLEFit
 from mle_ppl._src.robust import robust_cov
@@ -77,6 +78,7 @@ __all__ = [
     "make_prior",
     "plot_densities",
     "plot_forest",
+    "predict",
     "profile",
     "robust_cov",
     "sample",
