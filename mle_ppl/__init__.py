@@ -6,6 +6,7 @@ like a statistician expects.
 """
 
 from mle_ppl._src.bayes import sample
+from mle_ppl._src.bootstrap import BootstrapResult, bootstrap
 from mle_ppl._src.closed_form import (
     ClosedFormCheck,
     OptimizerComparison,
@@ -44,6 +45,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "METHODS",
+    "BootstrapResult",
     "BoundaryWarning",
     "ClosedFormCheck",
     "Comparison",
@@ -65,6 +67,7 @@ __all__ = [
     "SamplingWarning",
     "SeparationWarning",
     "UnderflowDemo",
+    "bootstrap",
     "closed_form_check",
     "compare",
     "compare_optimizers",

@@ -85,18 +85,22 @@ def mean_function(lik: Likelihood):
     return fn
 
 
-def simulator(lik: Likelihood):
+def simulator(lik: Likelihood, *, sized: bool = False):
     """Compiled ``x -> [draw of each observed variable]`` and its RNG shared variables (cached).
 
-    The draws have the shape the current data give the parameters (new data: new rows).
+    ``sized=False``: the draws have the shape the current data give the parameters (new data:
+    new rows). ``sized=True``: the observed variable's own shape (a replicate of the fitted
+    outcome, also when the parameters are scalars).
     """
-    hit = _SIM.get(lik)
+    per = _SIM.setdefault(lik, {})
+    hit = per.get(sized)
     if hit is None:
         rngs, draws = [], []
         for rv in lik.model.observed_RVs:
             rng = pytensor.shared(np.random.default_rng(0))
             op, rng, params = _unsized(rv, rng)
-            draws.append(op.make_node(rng, NoneConst, *params).outputs[1])
+            size = rv.owner.inputs[1] if sized else NoneConst
+            draws.append(op.make_node(rng, size, *params).outputs[1])
             rngs.append(rng)
         outs, x = _joined(lik, draws)
         from mle_ppl._src import likelihood as _lik
@@ -105,13 +109,14 @@ def simulator(lik: Likelihood):
             _lik.COMPILE_COUNT += 1
         fn = pm.pytensorf.compile([x], outs, mode=lik.mode, on_unused_input="ignore")
         hit = (fn, rngs)
-        _SIM[lik] = hit
+        per[sized] = hit
     return hit
 
 
-def simulate(lik: Likelihood, x: np.ndarray, seed) -> dict[str, np.ndarray]:
+def simulate(lik: Likelihood, x: np.ndarray, seed, *, sized: bool = False
+             ) -> dict[str, np.ndarray]:
     """One draw of every observed variable at the unconstrained point ``x`` (seeded)."""
-    fn, rngs = simulator(lik)
+    fn, rngs = simulator(lik, sized=sized)
     pm.pytensorf.reseed_rngs(rngs, seed)
     out = fn(np.asarray(x, dtype=float))
     return {name: np.asarray(v) for name, v in zip(lik.observed_names, out, strict=True)}
