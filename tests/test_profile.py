@@ -191,3 +191,23 @@ def test_to_dict_exposes_profile_intervals(dobson_fit):
     np.testing.assert_allclose(got, R_CONFINT, atol=3e-5)  # same reference as above
     assert all(p["ci_open"] == [False, False] for p in d["parameters"].values())
     assert dobson_fit.to_dict()["ci_method"] == "wald"
+
+
+def test_cli_fit_ci_profile_and_robust_cov(capsys):
+    import json
+
+    from mle_ppl._src.cli import main
+
+    status = main(["fit", "poisson_exposure", "--ci", "profile", "--cov", "cluster",
+                   "--cluster", "urban", "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert status == 0 and doc["ci_method"] == "profile" and doc["cov_type"] == "cluster"
+    # the CLI is plumbing over the Python API, whose numbers are checked against R/statsmodels
+    fit = mle_ppl.fit("poisson_exposure")
+    ci = fit.conf_int(method="profile")
+    se = fit.table(cov_type="cluster", groups="urban")["std_err"]
+    for lab, p in doc["parameters"].items():
+        np.testing.assert_allclose([p["ci_lower"], p["ci_upper"]], ci.loc[lab], rtol=1e-12)
+        np.testing.assert_allclose(p["std_err"], se[lab], rtol=1e-12)
+    assert main(["fit", "poisson_exposure", "--cov", "cluster"]) == 2
+    assert "--cluster" in capsys.readouterr().err

@@ -18,6 +18,9 @@ EXAMPLES = """\
   mle-ppl fit model.toml --data d.parquet --json     # one JSON document on stdout
   mle-ppl fit logistic_regression --out fit.nc       # also save the ArviZ DataTree
   mle-ppl fit model.py --data d.csv --method lbfgs --quiet; echo $?
+  mle-ppl fit poisson_exposure --ci profile --json  # profile-likelihood intervals
+  mle-ppl fit model.toml --data d.csv --cov cluster --cluster firm   # cluster-robust errors
+  mle-ppl fit mixture.toml --starts 20 --seed 1     # multi-start: warns about local optima
 
 exit status: 0 fitted; 1 fitted but not trustworthy (not converged, non-identifiable,
 separation, boundary: the output says why); 2 bad input (message on stderr, nothing on stdout).
@@ -43,6 +46,19 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", metavar="FILE", default=None,
                         help="also write the fit as an ArviZ DataTree: FILE.nc (netCDF) or "
                              "FILE.zarr")
+    parser.add_argument("--ci", default="wald", choices=["wald", "profile"],
+                        help="confidence intervals: wald (default) or profile likelihood "
+                             "(open ends are null in JSON, with ci_open flags)")
+    parser.add_argument("--cov", default="nonrobust",
+                        choices=["nonrobust", "HC0", "HC1", "cluster"],
+                        help="covariance behind std_err and Wald intervals: the inverse observed "
+                             "information (default) or a sandwich (HC0, HC1, cluster)")
+    parser.add_argument("--cluster", metavar="COLUMN", default=None,
+                        help="grouping column of the data for --cov cluster")
+    parser.add_argument("--starts", type=int, default=1, metavar="K",
+                        help="optimizer starts (1 + K-1 jittered); reports whether they agree")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="random seed of the jittered starts")
     parser.add_argument("--quiet", action="store_true",
                         help="print nothing but the JSON document (with --json); the exit "
                              "status tells the outcome")
@@ -104,12 +120,19 @@ def run(args) -> int:
     if args.max_iter is not None and args.max_iter < 1:
         raise MLEError(f"--max-iter must be a positive integer; got {args.max_iter}.")
     out = _check_out(args.out)
-    result = fit(args.model, args.data, method=args.method, max_iter=args.max_iter, warn=False)
+    if (args.cov == "cluster") != (args.cluster is not None):
+        raise MLEError("--cov cluster and --cluster COLUMN go together: name the grouping "
+                       "column of the data with --cluster.")
+    if args.starts < 1:
+        raise MLEError(f"--starts must be a positive integer; got {args.starts}.")
+    result = fit(args.model, args.data, method=args.method, max_iter=args.max_iter, warn=False,
+                 starts=args.starts, random_seed=args.seed)
+    doc_kw = {"ci": args.ci, "cov_type": args.cov, "groups": args.cluster}
     if out is not None:
         write_datatree(result.to_datatree(), out)
     status = 0 if result.trustworthy else 1
     if args.json:
-        json.dump(result.to_dict(), sys.stdout, allow_nan=False)
+        json.dump(result.to_dict(**doc_kw), sys.stdout, allow_nan=False)
         sys.stdout.write("\n")
     elif not args.quiet:
         spec = result.spec
@@ -119,5 +142,25 @@ def run(args) -> int:
         if out is not None:
             head.append(f"DataTree written to {out}")
         text = str(result)
+        if args.cov != "nonrobust" or args.ci != "wald":
+            text += "\n\n" + _inference_table(result, **doc_kw)
         sys.stdout.write("\n".join([*head, text]) + "\n")
     return status
+
+
+def _inference_table(result, *, ci: str, cov_type: str, groups) -> str:
+    """The table with the requested covariance and intervals (--cov, --ci) as text."""
+    import pandas as pd
+
+    tab = result.table(cov_type=cov_type, groups=groups)
+    title = f"std_err: {cov_type}"
+    if ci == "profile":
+        pci = result.conf_int(method="profile")
+        tab["ci_lower"], tab["ci_upper"] = pci["lower"], pci["upper"]
+        opened = [lab for lab, (lo, hi) in pci.attrs["open"].items() if lo or hi]
+        title += "; 95% profile-likelihood intervals" + (
+            f" (open, not reached: {', '.join(opened)})" if opened else "")
+    else:
+        title += "; 95% Wald intervals"
+    with pd.option_context("display.float_format", "{:.6g}".format, "display.width", 120):
+        return f"{title}\n{tab.to_string()}"
