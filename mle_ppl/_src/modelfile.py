@@ -30,7 +30,7 @@ import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
-from mle_ppl._src.data import BoundData, DataItem, bind, read_table
+from mle_ppl._src.data import BoundData, DataItem, bind, read_table, suggest
 from mle_ppl._src.errors import DataError, MLEError, ModelFileError, did_you_mean
 from mle_ppl._src.expressions import (
     FUNCTIONS,
@@ -666,7 +666,7 @@ class ModelSpec:
             key = err.args[0] if err.args else "?"
             raise DataError(f"Python model file {self._file!r}: build(data) asked for column "
                             f"{key!r}, which is not in the data table."
-                            f"{did_you_mean(str(key), cols)} Columns are {cols[:20]}.") from None
+                            f"{suggest(str(key), cols)} Columns are {cols[:20]}.") from None
         except Exception as err:  # noqa: BLE001 - user code: report it without a traceback
             raise ModelFileError(f"Python model file {self._file!r}: build(data) raised "
                                  f"{type(err).__name__}: {_first_line(err)}") from None
