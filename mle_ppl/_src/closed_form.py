@@ -359,18 +359,37 @@ def _link_inv(link: str, v: np.ndarray) -> np.ndarray:
     return _softmax(v)
 
 
-def _matches(link: str, v: np.ndarray, p: np.ndarray) -> bool:
+def _matches(link: str, v: np.ndarray, p: np.ndarray) -> float | None:
+    """The factor ``c`` with ``p == link⁻¹(c · v)`` (to 1e-12), or None.
+
+    ``c`` is 1 unless the model computes the inverse link with a rounded constant: PyMC's
+    ``invprobit(x) = 0.5·erfc(−x/√2)`` takes √2 in float32, i.e. Φ(c·x) with c = 1 + 1.2e-8. The
+    predictor ``c·v`` is what the model uses, so the reference solves the same problem.
+    """
     v = np.asarray(v, dtype=float)
     p = np.asarray(p, dtype=float)
     if link == "softmax" and (v.ndim == 0 or p.ndim == 0 or v.shape[-1] != p.shape[-1]):
-        return False
+        return None
     try:
         q = _link_inv(link, v)
-        np.broadcast_shapes(q.shape, p.shape)
+        vb, pb = np.broadcast_arrays(v, p)
     except ValueError:
-        return False
-    with np.errstate(invalid="ignore"):
-        return bool(np.all(np.abs(q - p) <= LINK_ATOL))
+        return None
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if np.all(np.abs(q - p) <= LINK_ATOL):
+            return 1.0
+        if link == "softmax":
+            return None
+        inv = special.logit if link == "logit" else special.ndtri
+        ok = (pb > 1e-3) & (pb < 1 - 1e-3) & (np.abs(vb) > 1e-3)
+        if not np.any(ok):
+            return None
+        c = float(np.median(inv(pb[ok]) / vb[ok]))
+        if abs(c - 1.0) > 1e-6:
+            return None
+        if np.all(np.abs(_link_inv(link, c * v) - p) <= LINK_ATOL):
+            return c
+    return None
 
 
 @dataclass(frozen=True)
@@ -410,13 +429,15 @@ def _detect(fit: MLEFit) -> _Detected:
     y = np.asarray(lik.current_observed()[graph.observed])
     links = FAMILIES[{"normal": "NormalRV", "bernoulli": "BernoulliRV", "binomial": "BinomialRV",
                       "categorical": "CategoricalRV"}[graph.family]][1]
+    factor = 1.0
     if graph.family == "normal":
         index, link = 0, "identity"
     else:
         index = link = None
         for i, v in enumerate(cvals):
             for lk in links:
-                if _matches(lk, v, target):
+                factor = _matches(lk, v, target)
+                if factor is not None:
                     index, link = i, lk
                     break
             if index is not None:
@@ -468,9 +489,9 @@ def _detect(fit: MLEFit) -> _Detected:
         full = np.broadcast_shapes(y.shape + (K,), eta_shape, target.shape)
     else:
         full = np.broadcast_shapes(y.shape, eta_shape, target.shape)
-    Jfull = J[:, cols].reshape(eta_shape + (len(cols),))
+    Jfull = factor * J[:, cols].reshape(eta_shape + (len(cols),))
     Jfull = np.broadcast_to(Jfull, full + (len(cols),))
-    eta_hat = np.broadcast_to(v_hat, full)
+    eta_hat = np.broadcast_to(factor * v_hat, full)
     m = len(cols)
     if link == "softmax":
         K = full[-1]
