@@ -87,8 +87,8 @@ def run_sample(args):
                       random_seed=args.seed, progress=args.progress)
 
 
-def save_tree(tree, out: str) -> Path:
-    """Save a DataTree as netCDF4 (.nc) or zarr (.zarr)."""
+def check_out_path(out: str) -> Path:
+    """``--out`` as a Path ending in .nc or .zarr in an existing folder (else MLEError)."""
     from mle_ppl._src.errors import MLEError
 
     path = Path(out)
@@ -96,6 +96,12 @@ def save_tree(tree, out: str) -> Path:
         raise MLEError(f"--out {out!r}: expected a file ending in .nc (netCDF4) or .zarr.")
     if not path.parent.exists():
         raise MLEError(f"--out {out!r}: the folder {str(path.parent)!r} does not exist.")
+    return path
+
+
+def save_tree(tree, out: str) -> Path:
+    """Save a DataTree as netCDF4 (.nc) or zarr (.zarr)."""
+    path = check_out_path(out)
     if path.suffix.lower() == ".nc":
         tree.to_netcdf(path, engine="netcdf4")
     else:
@@ -119,6 +125,8 @@ def summary_table(tree, level: float = 0.95):
 def run(args) -> int:
     from mle_ppl._src.compare import _num
 
+    if args.out:
+        check_out_path(args.out)  # fail before the (slow) sampling
     tree = run_sample(args)
     out = save_tree(tree, args.out) if args.out else None
     attrs = tree["posterior"].attrs
