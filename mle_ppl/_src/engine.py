@@ -35,14 +35,14 @@ def check_model_data(model: pm.Model) -> None:
     """NaN/inf in observed values or ``pm.Data`` containers: a DataError naming the variable."""
     for rv in model.observed_RVs:
         val = model.rvs_to_values[rv]
-        data = val.get_value() if hasattr(val, "get_value") else getattr(val, "data", None)
+        data = val.get_value(borrow=True) if hasattr(val, "get_value") else getattr(val, "data", None)
         if data is not None:
             label = f"'{rv.name}'" if not val.name or val.name == rv.name else (
                 f"'{rv.name}' (data container '{val.name}')")
             _check_finite(label, data)
     for var in model.data_vars:
         if hasattr(var, "get_value"):
-            _check_finite(f"'{var.name}'", var.get_value())
+            _check_finite(f"'{var.name}'", var.get_value(borrow=True))
     # arrays written into the model as constants (e.g. `mu = X_numpy @ beta`)
     from pytensor.graph.traversal import graph_inputs
     from pytensor.tensor.variable import TensorConstant

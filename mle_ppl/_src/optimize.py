@@ -261,6 +261,7 @@ def newton(value_and_grad, hessian, x0, *, tol=1e-10, max_iter=200, refine=8,
         if _runaway(x, bounded, 40 * runaway):
             message = "a bounded parameter runs to its bound (the likelihood keeps increasing)"
             break
+    moved = False
     if converged and refine:
         # Iterative refinement with the last Hessian: x <- x - H^{-1} g(x), while it contracts.
         prev = np.inf
@@ -277,9 +278,11 @@ def newton(value_and_grad, hessian, x0, *, tol=1e-10, max_iter=200, refine=8,
             if not np.isfinite(f_new) or f_new > f + 64 * EPS * max(abs(f), 1.0):
                 break
             x, f, g, prev = x_new, f_new, g_new, snorm
+            moved = True
     ran = _runaway(x, bounded, runaway)
+    # the Hessian is returned only if it was taken at the final point (refinement moves x)
     return OptimResult(x, f, g, it, count[0], converged, message, "newton", tuple(history),
-                       hessian=H if converged else None, runaway=ran)
+                       hessian=H if converged and not moved else None, runaway=ran)
 
 
 def lbfgs(value_and_grad, hessian, x0, *, tol=1e-10, max_iter=2000, progress: Progress = None,
