@@ -98,7 +98,7 @@ def write_datatree(tree, path: Path) -> None:
     target = tmp / path.name
     try:
         if fmt == "netcdf":
-            tree.to_netcdf(target, engine="h5netcdf")
+            tree.to_netcdf(target, engine="netcdf4")
         else:
             with warnings.catch_warnings():
                 # zarr 3 notes that consolidated metadata is not in its v3 spec; xarray reads it.
