@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
-        parser.print_help()
+        parser.print_help(sys.stderr)  # exit 2: nothing on stdout
         return 2
     try:
         with warnings.catch_warnings():

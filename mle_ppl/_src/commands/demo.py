@@ -27,6 +27,7 @@ EXAMPLES = f"""\
   mle-ppl demo --out results/        # also write DataTrees (.nc), plots and demo.json
   mle-ppl demo --model poisson_exposure --model linear_regression
   mle-ppl demo --quiet; echo $?      # exit status only
+  mle-ppl demo --method gd --max-iter 20   # stopped early: the checks fail, exit 1
 
 models fitted by default: {", ".join(DEFAULT_MODELS)} (see `mle-ppl models`).
 --out DIR writes DIR/<model>.nc (the fit as an ArviZ DataTree), DIR/demo.json, and with --bayes
@@ -43,6 +44,10 @@ def add_arguments(parser) -> None:
                              "draws) and compare with the MLE")
     parser.add_argument("--model", metavar="NAME", action="append", default=None,
                         help="bundled model to fit instead of the defaults (repeatable)")
+    parser.add_argument("--method", default="newton", metavar="METHOD",
+                        help="optimizer for the fits: newton (default), lbfgs or gd")
+    parser.add_argument("--max-iter", type=int, default=None, metavar="N",
+                        help="iteration cap of the optimizer (stop early to see a check fail)")
     parser.add_argument("--out", metavar="DIR", default=None,
                         help="folder for DataTrees (.nc), plots and demo.json (created if "
                              "missing)")
@@ -88,6 +93,12 @@ def run(args) -> int:
     from mle_ppl._src.commands import _ui
     from mle_ppl._src.engine import fit
 
+    from mle_ppl._src.errors import MLEError
+    from mle_ppl._src.optimize import get_method
+
+    get_method(args.method)  # unknown names: an MLEError listing the methods
+    if args.max_iter is not None and args.max_iter < 1:
+        raise MLEError(f"--max-iter must be a positive integer; got {args.max_iter}.")
     out = _out_dir(args.out)
     names = _models(args.model)
     quiet = args.quiet or args.json
@@ -104,9 +115,9 @@ def run(args) -> int:
               "Bernoulli/categorical, the fit is checked against a closed form computed "
               "independently with NumPy (least squares; cross-entropy).\n")
     for name in names:
-        with _ui.step(f"fitting {name} (compiling the likelihood, Newton iterations)",
+        with _ui.step(f"fitting {name} ({args.method}; compiling the likelihood first)",
                       enabled=show):
-            result = fit(name, method="newton", warn=False)
+            result = fit(name, method=args.method, max_iter=args.max_iter, warn=False)
         with _ui.step(f"closed-form check of {name}", enabled=show):
             check = closed_form_check(result)
             under = underflow_demo(result)
@@ -114,13 +125,15 @@ def run(args) -> int:
         con.print(Panel(f"[bold]{name}[/bold]: {_ui.esc(desc)}\n"
                         f"n = {result.n_obs}, {result.n_params} parameters, "
                         f"log-likelihood = {result.loglik:.10g}, AIC = {result.aic:.6g}, "
-                        f"BIC = {result.bic:.6g}, {result.iterations} Newton iterations, "
+                        f"BIC = {result.bic:.6g}, {result.iterations} iterations ({result.method}), "
                         f"converged = {result.converged}", expand=False))
         con.print(_ui.fit_table(result, title="Maximum-likelihood estimates "
                                               "(SE from the observed information)"))
         for w in result.warnings:
             con.print(f"[bold red]WARNING[/bold red]: {_ui.esc(w)}")
             failures.append(f"{name}: {w}")
+        if not result.converged and not result.warnings:
+            failures.append(f"{name}: the optimizer did not converge")
         if check.applies:
             verdict = ("[green]all identities hold[/green]" if check.agrees
                        else "[bold red]an identity FAILS[/bold red]")
