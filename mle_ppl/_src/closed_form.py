@@ -746,10 +746,13 @@ def newton_reference(problem: _Problem, *, max_iter: int = 200) -> NewtonResult:
     theta = np.zeros(m)
     f, g, info = problem.evaluate(theta)
     converged = False
+    rank0 = _scaled_solve(info, g)[1]  # rank of the design's information at θ = 0
     rank = m
     it = 0
     for it in range(1, max_iter + 1):
         step, rank = _scaled_solve(info, g)
+        if rank < rank0:
+            break  # fitted probabilities saturate: the information underflows (separation)
         dec = 0.5 * float(g @ step)
         t = 1.0
         while True:
@@ -763,9 +766,12 @@ def newton_reference(problem: _Problem, *, max_iter: int = 200) -> NewtonResult:
             break
         theta = theta + t * step
         f, g, info = problem.evaluate(theta)
+        # Converged: tiny Newton decrement AND a step that no longer moves θ. Under separation the
+        # decrement also vanishes (the log-likelihood tends to 0) while θ keeps running off.
         if dec < 1e-14 and t == 1.0:
-            converged = True
-            break
+            if np.max(np.abs(step), initial=0.0) <= 1e-6 * (1.0 + np.max(np.abs(theta))):
+                converged = True
+                break
         if np.max(np.abs(theta)) > 1e8:
             break
     return NewtonResult(theta=theta, loglik=f, info=info, iterations=it, converged=converged,
