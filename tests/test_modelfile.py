@@ -384,3 +384,21 @@ def test_fuzz_found_examples_stay_fixed():
     assert [rv.name for rv in model.free_RVs] == ["alpha", "c"]
     text = textwrap.dedent(LINEAR)
     assert loads_model(text).name == "lin"
+
+
+@pytest.mark.parametrize("family", ["gaussian", "bernoulli", "binomial", "poisson",
+                                    "negative_binomial", "gamma", "student_t"])
+def test_every_family_builds_its_distribution(family):
+    from mle_ppl._src.formula import FAMILIES
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"x": rng.normal(size=12), "y": rng.integers(0, 2, size=12) + 1,
+                       "n": np.full(12, 3)})
+    trials = 'trials = "n"\n' if family == "binomial" else ""
+    spec = loads_model(f'[model]\nformula = "y ~ x"\nfamily = "{family}"\n{trials}', name="f")
+    model, _ = spec.model_for(df)
+    op = type(model.observed_RVs[0].owner.op).__name__
+    dist = FAMILIES[family].distribution
+    assert op == {"NegativeBinomial": "NegBinomialRV"}.get(dist, dist + "RV")
+    assert [rv.name for rv in model.free_RVs] == ["beta", *FAMILIES[family].extra]
+    assert model.coords["coef"] == ("Intercept", "x")
