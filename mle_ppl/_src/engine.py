@@ -259,10 +259,12 @@ class _progress:
     def __enter__(self):
         if not self.enabled:
             return None
+        from rich.console import Console
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+        # on stderr, so that stdout (tables, --json) stays clean
         self._bar = Progress(SpinnerColumn(), TextColumn("{task.description}"),
-                             TimeElapsedColumn(), transient=True)
+                             TimeElapsedColumn(), transient=True, console=Console(stderr=True))
         self._bar.__enter__()
         self._task = self._bar.add_task(f"fitting {self.name} ({self.method})", total=None)
 

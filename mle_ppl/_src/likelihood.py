@@ -14,6 +14,7 @@ log-likelihood terms that sandwich errors, LOO and the cross-entropy identity us
 from __future__ import annotations
 
 import threading
+import warnings
 import weakref
 from dataclasses import dataclass
 from functools import cached_property
@@ -46,7 +47,14 @@ def _compile(inputs, outputs, mode):
     global COMPILE_COUNT
     with _compile_lock:
         COMPILE_COUNT += 1
-    return pm.pytensorf.compile(inputs, outputs, mode=get_mode(mode), on_unused_input="ignore")
+    with warnings.catch_warnings():
+        # PyTensor's numba backend falls back to Python ("object mode") for a few scalar ops
+        # (e.g. tri_gamma in the negative binomial's Hessian): slower, not wrong, and nothing a
+        # user can act on, so it is not shown.
+        warnings.filterwarnings("ignore", message="Numba will use object mode",
+                                category=UserWarning)
+        return pm.pytensorf.compile(inputs, outputs, mode=get_mode(mode),
+                                    on_unused_input="ignore")
 
 
 @dataclass(frozen=True)

@@ -54,8 +54,11 @@ def run(args) -> int:
     se_tol = SE_TOL if args.se_tol is None else args.se_tol
     if not se_tol > 0:
         raise MLEError(f"--se-tol must be positive (e.g. 1e-3); got {args.se_tol}.")
+    from mle_ppl._src.commands._ui import progress_enabled
+
     result = fit(args.model, args.data, method=args.method, max_iter=args.max_iter,
-                 learning_rate=args.learning_rate, warn=False)
+                 learning_rate=args.learning_rate, warn=False,
+                 progress=progress_enabled())  # on stderr, only on a terminal
     check = closed_form_check(result, se_tol=se_tol)
     under = underflow_demo(result) if args.underflow else None
     cmp = None

@@ -50,7 +50,10 @@ def run(args) -> int:
         from mle_ppl._src.plots import check_plot_path
 
         check_plot_path(args.plot)  # fail before the (slow) sampling
-    result = fit(args.model, args.data, warn=False)
+    from mle_ppl._src.commands._ui import progress_enabled
+
+    result = fit(args.model, args.data, warn=False,
+                 progress=progress_enabled())  # on stderr, only on a terminal
     tree = run_sample(args)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SamplingWarning)  # in cmp.warnings, printed below

@@ -29,7 +29,8 @@ EXAMPLES = f"""\
   mle-ppl demo --quiet; echo $?      # exit status only
   mle-ppl demo --method gd --max-iter 20   # stopped early: the checks fail, exit 1
 
-models fitted by default: {", ".join(DEFAULT_MODELS)} (see `mle-ppl models`).
+models fitted by default (see `mle-ppl models`):
+  {", ".join(DEFAULT_MODELS)}.
 --out DIR writes DIR/<model>.nc (the fit as an ArviZ DataTree), DIR/demo.json, and with --bayes
 DIR/<model>_posterior.nc, DIR/<model>_forest.png and DIR/<model>_forest_densities.png.
 exit status: 0 every fit is trustworthy and every closed-form identity holds (and, with
@@ -92,7 +93,6 @@ def run(args) -> int:
     from mle_ppl._src.closed_form import closed_form_check, underflow_demo
     from mle_ppl._src.commands import _ui
     from mle_ppl._src.engine import fit
-
     from mle_ppl._src.errors import MLEError
     from mle_ppl._src.optimize import get_method
 
@@ -125,8 +125,8 @@ def run(args) -> int:
         con.print(Panel(f"[bold]{name}[/bold]: {_ui.esc(desc)}\n"
                         f"n = {result.n_obs}, {result.n_params} parameters, "
                         f"log-likelihood = {result.loglik:.10g}, AIC = {result.aic:.6g}, "
-                        f"BIC = {result.bic:.6g}, {result.iterations} iterations ({result.method}), "
-                        f"converged = {result.converged}", expand=False))
+                        f"BIC = {result.bic:.6g}, {result.iterations} iterations "
+                        f"({result.method}), converged = {result.converged}", expand=False))
         con.print(_ui.fit_table(result, title="Maximum-likelihood estimates "
                                               "(SE from the observed information)"))
         for w in result.warnings:

@@ -125,8 +125,11 @@ def run(args) -> int:
                        "column of the data with --cluster.")
     if args.starts < 1:
         raise MLEError(f"--starts must be a positive integer; got {args.starts}.")
+    from mle_ppl._src.commands._ui import progress_enabled
+
     result = fit(args.model, args.data, method=args.method, max_iter=args.max_iter, warn=False,
-                 starts=args.starts, random_seed=args.seed)
+                 starts=args.starts, random_seed=args.seed,
+                 progress=progress_enabled(args.quiet))  # on stderr, only on a terminal
     doc_kw = {"ci": args.ci, "cov_type": args.cov, "groups": args.cluster}
     if out is not None:
         write_datatree(result.to_datatree(), out)

@@ -76,10 +76,14 @@ def run_sample(args):
     import warnings
 
     from mle_ppl._src.bayes import sample
+    from mle_ppl._src.commands._ui import step
     from mle_ppl._src.errors import SamplingWarning
 
     priors = priors_from_args(args)
-    with warnings.catch_warnings():
+    # a spinner on stderr (terminal only) unless PyMC's own progress bar is asked for
+    spinner = step(f"sampling {args.model} with NUTS ({args.chains} chains × {args.draws} "
+                   "draws; compiling first)", enabled=not args.progress)
+    with spinner, warnings.catch_warnings():
         warnings.simplefilter("ignore", SamplingWarning)  # reported in the output instead
         return sample(args.model, args.data, priors=priors, file_priors=not args.flat,
                       draws=args.draws, tune=args.tune, chains=args.chains, cores=args.cores,
