@@ -1,0 +1,615 @@
+"""Generate the tutorial notebooks from the cell sources below (outputs stripped).
+
+The notebooks are written from this script so that changes are reviewed as plain Python and
+the committed ``.ipynb`` files carry no outputs. ``tests/test_notebooks.py`` executes every
+notebook in a real Jupyter kernel and fails on any error, and on any output to stderr.
+
+Usage::
+
+    python notebooks/_build.py            # rewrite notebooks/*.ipynb
+    python notebooks/_build.py --check    # exit 1 if a notebook differs from this script
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+HERE = Path(__file__).resolve().parent
+
+KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+
+# Shared first code cell: quiet, deterministic, inline figures.
+SETUP = """\
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+import mle_ppl
+
+%matplotlib inline
+plt.ioff()  # figures appear where a cell returns them, once
+pd.set_option("display.precision", 6)
+rng = np.random.default_rng(20240611)  # every random number below comes from this seed"""
+
+
+def md(text: str):
+    return new_markdown_cell(text.strip("\n"))
+
+
+def code(text: str):
+    return new_code_cell(text.strip("\n"))
+
+
+# ------------------------------------------------------------------------------------ 01
+NB01 = [
+    md("""
+# 1. Maximum likelihood is least squares
+
+For a Gaussian likelihood with a mean linear in the parameters,
+
+$$y_i \\sim \\mathcal N(\\alpha + x_i^\\top\\beta,\\ \\sigma^2),\\qquad
+-\\log L(\\alpha,\\beta,\\sigma) = \\frac n2\\log(2\\pi\\sigma^2)
+ + \\frac{1}{2\\sigma^2}\\sum_i (y_i-\\alpha-x_i^\\top\\beta)^2 ,$$
+
+so for any fixed $\\sigma$ the MLE of $(\\alpha,\\beta)$ minimises the residual sum of squares:
+it **is** the least-squares solution. Setting the derivative in $\\sigma$ to zero gives
+$\\hat\\sigma^2 = \\mathrm{RSS}/n$, the mean squared error (MSE) at the optimum, and the maximised
+log-likelihood is $-\\tfrac n2\\,(\\log(2\\pi\\,\\mathrm{MSE}) + 1)$.
+
+This notebook writes that model as a model file, fits it with `mle_ppl.fit`, and checks each
+of these identities against a least-squares solution computed independently with NumPy.
+"""),
+    code(SETUP),
+    md("""
+## A model file and some data
+
+A model file declares the likelihood $p(y \\mid x;\\theta)$: which columns are data, which names
+are parameters (flat on their support), and the distribution of the outcome. Here it is as a
+string; normally it lives in a `.toml` file (see notebook 4).
+"""),
+    code('''
+MODEL = """
+[model]
+name = "line"
+description = "y = alpha + beta x + Gaussian noise"
+
+[data]
+y = "y"
+x = "x"
+
+[parameters]
+alpha = {}
+beta = {}
+sigma = { lower = 0 }
+
+[likelihood]
+y = { distribution = "Normal", mu = "alpha + beta * x", sigma = "sigma" }
+"""
+model = mle_ppl.loads_model(MODEL, name="line")
+
+n = 40
+x = rng.uniform(0, 10, size=n)
+y = 1.5 + 0.8 * x + rng.normal(0, 1.2, size=n)
+data = pd.DataFrame({"x": x, "y": y})
+data.head()
+'''),
+    md("## The fit"),
+    code('''
+fit = mle_ppl.fit(model, data=data)
+fit
+'''),
+    md("""
+The standard errors come from the observed information (the inverse Hessian of the negative
+log-likelihood at the optimum). `fit.table()` is a DataFrame; `fit.conf_int()` gives Wald
+intervals.
+"""),
+    code("fit.table()"),
+    md("""
+## The closed-form check
+
+`fit.closed_form()` recognises from the model graph that the likelihood is Gaussian with an
+identity link, solves least squares with NumPy (SVD), and sets every quantity beside the MLE
+with the tolerance it uses.
+"""),
+    code('''
+check = fit.closed_form()
+check
+'''),
+    md("""
+The same numbers by hand: least squares with `numpy.linalg.lstsq`, the MSE, and the
+log-likelihood identity.
+"""),
+    code('''
+X = np.column_stack([np.ones(n), x])
+coef, rss, *_ = np.linalg.lstsq(X, y, rcond=None)
+mse = rss[0] / n
+by_hand = pd.DataFrame({
+    "MLE": [fit.estimates["alpha"], fit.estimates["beta"], fit.estimates["sigma"] ** 2,
+            fit.loglik],
+    "least squares": [coef[0], coef[1], mse, -n / 2 * (np.log(2 * np.pi * mse) + 1)],
+}, index=["alpha", "beta", "sigma^2 vs MSE = RSS/n", "log-likelihood"])
+by_hand["difference"] = by_hand["MLE"] - by_hand["least squares"]
+assert check.agrees and np.allclose(by_hand["MLE"], by_hand["least squares"], rtol=1e-8)
+by_hand
+'''),
+    md("""
+$\\hat\\sigma^2 = \\mathrm{RSS}/n$ is the MLE; it is biased low. The unbiased
+$s^2 = \\mathrm{RSS}/(n-p)$ (what `lm()` reports as the residual variance) is larger by
+$n/(n-p)$. Both give the same coefficients.
+"""),
+    code('''
+p = X.shape[1]
+print(f"sigma_hat^2 = RSS/n     = {mse:.6f}")
+print(f"s^2         = RSS/(n-p) = {rss[0] / (n - p):.6f}   (ratio n/(n-p) = {n / (n - p):.4f})")
+'''),
+    md("## The data with the fitted line"),
+    code('''
+fig, ax = plt.subplots(figsize=(6, 4))
+ax.scatter(x, y, s=18, color="0.35", label="data")
+grid = np.linspace(0, 10, 100)
+a, b, s = fit.estimates[["alpha", "beta", "sigma"]]
+ax.plot(grid, a + b * grid, color="C0", lw=2, label=r"MLE: $\\hat\\alpha + \\hat\\beta x$")
+ax.fill_between(grid, a + b * grid - 2 * s, a + b * grid + 2 * s, color="C0", alpha=0.15,
+                label=r"$\\pm 2\\hat\\sigma$")
+ax.plot(grid, coef[0] + coef[1] * grid, color="C1", ls="--", lw=1.5,
+        label="least squares (NumPy)")
+ax.set_xlabel("x")
+ax.set_ylabel("y")
+ax.set_title("Maximum likelihood = least squares")
+ax.legend()
+fig
+'''),
+    md("""
+## An ill-conditioned design: Longley
+
+The bundled `linear_regression` model is the NIST Longley data: six predictors whose scales
+differ by a factor of about $10^6$ and that are almost collinear. Plain gradient methods stall
+on it; the exact-Hessian Newton method with scaling reaches the certified least-squares values.
+"""),
+    code('''
+longley = mle_ppl.fit("linear_regression")
+longley.closed_form().table()[["mle", "closed_form", "rel_diff", "agrees"]]
+'''),
+    md("""
+The same check from the shell: `mle-ppl check linear_regression` (exit status 0 when every
+identity holds), or `mle-ppl fit linear_regression --json` for one JSON document.
+"""),
+]
+
+# ------------------------------------------------------------------------------------ 02
+NB02 = [
+    md("""
+# 2. Maximum likelihood is minimum cross-entropy
+
+For a 0/1 outcome with $p_i = \\sigma(\\alpha + x_i^\\top\\beta)$,
+
+$$-\\log L(\\theta) = -\\sum_i \\big[y_i\\log p_i + (1-y_i)\\log(1-p_i)\\big]
+ = n\\cdot \\mathrm{CE}(\\theta),$$
+
+$n$ times the cross-entropy (the "log loss" of machine learning) of the fitted probabilities.
+Maximising the likelihood and minimising the cross-entropy are the same problem; the same holds
+for a categorical outcome with softmax probabilities. This notebook checks that, shows why we
+work with the *log*-likelihood, and compares optimizers on the same loss.
+"""),
+    code(SETUP),
+    md("## Logistic regression"),
+    code('''
+fit = mle_ppl.fit("logistic_regression")
+print(mle_ppl.load_model("logistic_regression").description)
+fit
+'''),
+    code('''
+check = fit.closed_form()
+check
+'''),
+    md("""
+By hand: the fitted probabilities, their cross-entropy computed stably with `np.logaddexp`, and
+$n\\cdot\\mathrm{CE}$ against the log-likelihood.
+"""),
+    code('''
+d = fit.data
+X = d[["x1", "x2"]].to_numpy(dtype=float)
+yy = d["y"].to_numpy(dtype=float)
+eta = fit.estimates["alpha"] + X @ fit.estimates[["beta[x1]", "beta[x2]"]].to_numpy()
+# log p = -log(1 + e^-eta), log(1 - p) = -log(1 + e^eta)
+ce = np.mean(yy * np.logaddexp(0, -eta) + (1 - yy) * np.logaddexp(0, eta))
+print(f"n * cross-entropy = {len(yy) * ce:.10f}")
+print(f"-log-likelihood   = {-fit.loglik:.10f}")
+assert np.isclose(len(yy) * ce, -fit.loglik, rtol=1e-10)
+'''),
+    md("""
+## Multinomial logistic regression (softmax)
+
+Iris species from sepal length, with *setosa* as the reference level (its coefficients are
+fixed at 0, which makes the softmax identifiable).
+"""),
+    code('''
+multi = mle_ppl.fit("multinomial_logistic")
+multi.table()
+'''),
+    code("multi.closed_form()"),
+    md("""
+## Why the log? The product underflows
+
+The likelihood is a product of $n$ numbers below 1 (for discrete outcomes). In float64 it
+reaches exactly 0.0 after a few hundred to a few thousand observations, and then carries no
+information at all; the log-likelihood, a sum, stays finite.
+"""),
+    code('''
+under = mle_ppl.underflow_demo(fit)
+print(under)
+'''),
+    md("""
+With 300 observations the product is still representable. Repeat the logistic data 10 times
+(the same per-observation terms) and it underflows:
+"""),
+    code('''
+terms = np.concatenate([np.ravel(v) for v in fit.likelihood.pointwise(fit.x).values()])
+big = mle_ppl.underflow_demo(np.tile(terms, 10))
+print(big)
+
+running_log = np.cumsum(np.tile(terms, 10))
+with np.errstate(under="ignore"):
+    running_product = np.cumprod(np.exp(np.tile(terms, 10)))
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
+ax1.semilogy(np.arange(1, running_product.size + 1), np.where(running_product > 0,
+             running_product, np.nan))
+ax1.axvline(big.n_underflow, color="C3", ls="--", label=f"0.0 from n = {big.n_underflow}")
+ax1.set(xlabel="n", ylabel="product of likelihood terms", title="likelihood (float64)",
+        xlim=(0, running_product.size), ylim=(1e-330, 1))
+ax1.legend()
+ax2.plot(np.arange(1, running_log.size + 1), running_log)
+ax2.set(xlabel="n", ylabel="sum of log terms", title="log-likelihood: stays finite")
+fig.tight_layout()
+fig
+'''),
+    md("""
+## Gradient descent, L-BFGS and Newton on the same loss
+
+`compare_optimizers` fits the model with each method: gradient descent (on the mean negative
+log-likelihood, a fixed learning rate: what a neural-network library would do), L-BFGS, and the
+exact-Hessian Newton method. They reach the same $\\hat\\theta$; the iteration counts differ by
+orders of magnitude.
+"""),
+    code('''
+opt = mle_ppl.compare_optimizers(fit, learning_rate=0.5)
+opt
+'''),
+    code('''
+ax = opt.plot()
+ax.set_xlim(left=0)
+ax.set_title("Loss curves (mean NLL above its minimum)")
+ax.figure
+'''),
+    md("""
+From the shell: `mle-ppl check logistic_regression --underflow --optimizers`.
+"""),
+]
+
+# ------------------------------------------------------------------------------------ 03
+NB03 = [
+    md("""
+# 3. MLE and Bayes, side by side
+
+`mle_ppl.sample` runs NUTS (PyMC) on the **same** model. With the model's flat priors the
+posterior is proportional to the likelihood; for large $n$ it is close to a normal distribution
+centred at the MLE with standard deviations equal to the standard errors (Bernstein–von Mises).
+`mle_ppl.compare` puts both in one table and says where they differ. (The MLE is also the MAP
+estimate under flat priors *without* the Jacobian of the transforms: PyMC's `find_MAP` on the
+log scale of σ would include it and move the mode.)
+
+Sampling here is short (2 chains × 400 draws) to keep the notebook fast; use the defaults
+(4 × 1000) for real work.
+"""),
+    code(SETUP),
+    code('''
+SAMPLING = dict(draws=400, tune=400, chains=2, cores=1, random_seed=1)
+fit = mle_ppl.fit("logistic_regression")
+posterior = mle_ppl.sample("logistic_regression", priors="flat", **SAMPLING)
+posterior
+'''),
+    md("""
+## The comparison table
+
+Per parameter: the MLE, its standard error and Wald interval, the posterior mean, sd and HDI at
+the same level, and two checks: `shift_se` = (posterior mean − MLE)/SE (near 0) and
+`sd_ratio` = posterior sd / SE (near 1), within Monte Carlo error. The model-level rows include
+the ELPD-LOO of the posterior and of the Laplace (normal) approximation at the MLE.
+"""),
+    code('''
+cmp = mle_ppl.compare(fit, posterior, random_seed=1)
+cmp
+'''),
+    md("## Forest plot: Wald interval beside the posterior HDI"),
+    code('''
+pc = mle_ppl.plot_forest(fit, posterior)
+pc.viz["figure"].item()
+'''),
+    md("## Posterior densities with the MLE as a reference line"),
+    code('''
+pc = mle_ppl.plot_densities(fit, posterior, random_seed=1)
+pc.viz["figure"].item()
+'''),
+    md("""
+## A small sample: where they differ, and why
+
+Six observations from a normal distribution, $\\mu$ and $\\sigma$ unknown, flat priors. The MLE
+$\\hat\\sigma = \\sqrt{\\mathrm{RSS}/n}$ sits at the *mode* of the likelihood in $\\sigma$, but the
+likelihood is strongly skewed to the right: with $n = 6$ it decays only like $\\sigma^{-6}$. The
+posterior mean of $\\sigma$ lies well above $\\hat\\sigma$, and its sd is larger than the Wald
+standard error, which assumes a symmetric (normal) likelihood. $\\mu$, whose likelihood is
+symmetric, agrees better; its posterior is a Student-t, wider than the normal approximation.
+"""),
+    code('''
+SMALL = """
+[data]
+y = "y"
+
+[parameters]
+mu = {}
+sigma = { lower = 0 }
+
+[likelihood]
+y = { distribution = "Normal", mu = "mu", sigma = "sigma" }
+"""
+small_model = mle_ppl.loads_model(SMALL, name="six_points")
+small_data = pd.DataFrame({"y": rng.normal(10.0, 2.0, size=6)})
+small_fit = mle_ppl.fit(small_model, data=small_data)
+# two parameters: cheap to sample longer, which the heavy right tail of sigma needs
+small_post = mle_ppl.sample(small_model, data=small_data, draws=2000, tune=1000, chains=2,
+                            cores=1, random_seed=1)
+small_cmp = mle_ppl.compare(small_fit, small_post, random_seed=1)
+small_cmp
+'''),
+    code(r'''
+sig = small_post["posterior"]["sigma"].values.ravel()
+# The exact marginal posterior of sigma under flat priors on (mu, sigma), mu integrated out:
+# p(sigma | y) ∝ sigma^-(n-1) exp(-RSS / (2 sigma^2)); normalised numerically on a grid.
+yv = small_data["y"].to_numpy()
+n_small, rss = yv.size, np.sum((yv - yv.mean()) ** 2)
+grid = np.linspace(1e-3, np.quantile(sig, 0.995), 400)
+logd = -(n_small - 1) * np.log(grid) - rss / (2 * grid**2)
+dens = np.exp(logd - logd.max())
+dens /= np.trapezoid(dens, grid)
+fig, ax = plt.subplots(figsize=(6.5, 3.8))
+ax.hist(sig, bins=80, range=(0, grid[-1]), density=True, color="C0", alpha=0.45,
+        label="NUTS draws of sigma (flat priors)")
+ax.plot(grid, dens, color="k", lw=1.2, label="exact marginal posterior")
+ax.axvline(small_fit.estimates["sigma"], color="C3", ls="--",
+           label=r"MLE $\hat\sigma = \sqrt{\mathrm{RSS}/n}$")
+ax.axvline(sig.mean(), color="C0", label="posterior mean")
+ax.set_xlim(0, grid[-1])
+ax.set_xlabel(r"$\sigma$")
+ax.legend()
+ax.set_title("n = 6: a skewed likelihood puts the posterior mean above the MLE")
+fig
+'''),
+    md("""
+The histogram of the NUTS draws follows the exact marginal posterior (black), an independent
+check of the sampler. Three different "centres" of $\\sigma$ appear: the MLE
+$\\hat\\sigma = \\sqrt{\\mathrm{RSS}/n}$ maximises the likelihood jointly with $\\mu$; integrating
+$\\mu$ out instead of maximising over it moves the mode of the marginal posterior to
+$\\sqrt{\\mathrm{RSS}/(n-1)}$; and the long right tail pulls the posterior mean further up.
+With large $n$ all three coincide. The `notes` of the comparison say this in words:
+"""),
+    code('''
+for note in small_cmp.notes:
+    print("-", note)
+'''),
+    md("""
+From the shell: `mle-ppl compare logistic_regression --flat --plot cmp.png` writes the table
+and both figures.
+"""),
+]
+
+# ------------------------------------------------------------------------------------ 04
+NB04 = [
+    md("""
+# 4. Your own model
+
+A model is a file: a declarative **TOML** file (no code runs; expressions are parsed from a
+whitelist) or a **Python** file defining `build(data) -> pm.Model`. This notebook writes one of
+each from scratch, fits them in Python and from the shell, and then makes the mistakes users
+make, to show the messages they get.
+"""),
+    code("import subprocess\nimport sys\nimport tempfile\nfrom pathlib import Path\n\n"
+         + SETUP + '''
+
+work = Path(tempfile.mkdtemp(prefix="mle_ppl_nb4_"))
+
+def shell(*args):
+    """Run `mle-ppl ARGS` as from a terminal; print its output and exit status."""
+    res = subprocess.run([sys.executable, "-m", "mle_ppl", *args], capture_output=True,
+                         text=True, cwd=work)
+    print(res.stdout + res.stderr + f"[exit status {res.returncode}]")'''),
+    md("""
+## Data: a CSV file
+
+Counts of events over an exposure time, with two covariates.
+"""),
+    code('''
+n = 200
+age = rng.uniform(20, 70, size=n)
+urban = rng.integers(0, 2, size=n)
+exposure = rng.uniform(0.5, 2.0, size=n)
+rate = np.exp(-3.0 + 0.03 * age + 0.5 * urban)
+counts = rng.poisson(rate * exposure)
+pd.DataFrame({"events": counts, "age": age, "urban": urban,
+              "exposure": exposure}).to_csv(work / "events.csv", index=False)
+pd.read_csv(work / "events.csv").head()
+'''),
+    md("""
+## A TOML model file
+
+- `[data]` maps names used in expressions to columns (a list of columns makes a matrix whose
+  dim is named after the key, with the column names as coordinates);
+- `[parameters]` are flat on their support (`lower = 0` for a positive one), `dims` makes one
+  per column: `beta[age]`, `beta[urban]`;
+- `[likelihood]` names a PyMC distribution and its keyword parameters as expressions.
+"""),
+    code('''
+(work / "events.toml").write_text("""
+[model]
+name = "events"
+description = "Poisson rate per unit of exposure, log-linear in age and urban"
+data = "events.csv"
+
+[data]
+events = "events"
+exposure = "exposure"
+x = ["age", "urban"]
+
+[parameters]
+alpha = {}
+beta = { dims = "x" }
+
+[likelihood]
+events = { distribution = "Poisson", mu = "exposure * exp(alpha + x @ beta)" }
+""")
+fit = mle_ppl.fit(work / "events.toml")   # the file names its default data
+fit
+'''),
+    md("""
+The fitted rate per unit of exposure, $\\exp(\\hat\\alpha + \\hat\\beta_{age}\\,age +
+\\hat\\beta_{urban}\\,urban)$, over the observed rates:
+"""),
+    code('''
+events = pd.read_csv(work / "events.csv")
+est = fit.estimates
+fig, ax = plt.subplots(figsize=(6, 3.8))
+ages = np.linspace(20, 70, 100)
+for u, color in ((0, "C0"), (1, "C1")):
+    rows = events["urban"] == u
+    ax.scatter(events.loc[rows, "age"], events.loc[rows, "events"] / events.loc[rows, "exposure"],
+               s=12, color=color, alpha=0.5, label=f"observed rate, urban = {u}")
+    rate_hat = np.exp(est["alpha"] + est["beta[age]"] * ages + est["beta[urban]"] * u)
+    ax.plot(ages, rate_hat, color=color, lw=2, label=f"MLE rate, urban = {u}")
+ax.set(xlabel="age", ylabel="events per unit exposure", ylim=(-0.1, 3))
+ax.legend(fontsize=8)
+fig
+'''),
+    md("The same file from the shell (any data with the same columns via `--data`):"),
+    code('shell("fit", "events.toml", "--data", "events.csv")'),
+    md("""
+## A Python model file
+
+For anything the declarative format does not cover: `build(data)` receives the data table
+(a DataFrame) and returns a `pm.Model` whose parameters have flat priors. Keep data in
+`pm.Data` so a refit on new data reuses the compiled functions.
+"""),
+    code('''
+(work / "events_model.py").write_text("""
+import numpy as np
+import pymc as pm
+
+DESCRIPTION = "Poisson rate per unit of exposure (Python model file)"
+DATA = "events.csv"
+
+
+def build(data):
+    with pm.Model(coords={"x": ["age", "urban"]}) as model:
+        X = pm.Data("X", data[["age", "urban"]].to_numpy(dtype=float))
+        log_exposure = pm.Data("log_exposure", np.log(data["exposure"].to_numpy(dtype=float)))
+        events = pm.Data("events_data", data["events"].to_numpy())
+        alpha = pm.Flat("alpha")
+        beta = pm.Flat("beta", dims="x")
+        pm.Poisson("events", mu=pm.math.exp(log_exposure + alpha + X @ beta), observed=events)
+    return model
+""")
+fit_py = mle_ppl.fit(work / "events_model.py")
+pd.DataFrame({"TOML": fit.estimates, "Python": fit_py.estimates})
+'''),
+    code('''
+assert np.allclose(fit.estimates, fit_py.estimates, rtol=1e-8)
+fit.to_dict()["parameters"]
+'''),
+    md("""
+## Mistakes, and what they say
+
+Each error names the file, the key and the column, says what was expected, and suggests a fix.
+All are subclasses of `mle_ppl.MLEError` (a `ValueError`); the command line prints the message
+and exits with status 2.
+"""),
+    code('''
+def show_error(make):
+    """Run `make()`, which must fail with an MLEError; print the message."""
+    try:
+        make()
+    except mle_ppl.MLEError as err:
+        print(f"{type(err).__name__}: {err}")
+    else:
+        raise AssertionError("expected an error")
+
+def variant(old, new):
+    text = (work / "events.toml").read_text().replace(old, new)
+    assert text != (work / "events.toml").read_text()
+    return lambda: mle_ppl.fit(mle_ppl.loads_model(text, name="events", base=work))
+'''),
+    md("A column name with a typo:"),
+    code('show_error(variant(\'x = ["age", "urban"]\', \'x = ["age", "urbn"]\'))'),
+    md("A distribution PyMC does not have:"),
+    code('show_error(variant(\'"Poisson"\', \'"Poison"\'))'),
+    md("A distribution parameter that does not exist:"),
+    code('show_error(variant(\'mu = "exposure\', \'lam = "exposure\'))'),
+    md("An expression that tries to run code (parsed from a whitelist, never evaluated):"),
+    code('''show_error(variant('"exposure * exp(alpha + x @ beta)"',
+                   '"__import__(\\'os\\').system(\\'echo hi\\')"'))'''),
+    md("A parameter that no likelihood uses (it would be non-identifiable):"),
+    code('show_error(variant("alpha = {}", "alpha = {}\\ngamma = {}"))'),
+    md("Missing values in the data:"),
+    code('''
+bad = pd.read_csv(work / "events.csv")
+bad.loc[[3, 7], "age"] = np.nan
+show_error(lambda: mle_ppl.fit(work / "events.toml", data=bad))
+'''),
+    md("A bundled model name with a typo:"),
+    code('show_error(lambda: mle_ppl.fit("logistic_regresion"))'),
+    md("""
+On the command line the same mistakes give one line on stderr, nothing on stdout, and exit
+status 2:
+"""),
+    code('shell("fit", "events.toml", "--data", "no_such_file.csv")'),
+]
+
+NOTEBOOKS = {
+    "01_mle_is_least_squares.ipynb": NB01,
+    "02_mle_is_cross_entropy.ipynb": NB02,
+    "03_mle_vs_bayes.ipynb": NB03,
+    "04_your_own_model.ipynb": NB04,
+}
+
+
+def build(name: str):
+    nb = new_notebook(cells=NOTEBOOKS[name])
+    nb.metadata["kernelspec"] = KERNELSPEC
+    nb.metadata["language_info"] = {"name": "python"}
+    # deterministic cell ids, so rebuilding does not change unchanged notebooks
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = f"c{i:02d}"
+    nbformat.validate(nb)
+    return nb
+
+
+def main(argv: list[str]) -> int:
+    check = "--check" in argv
+    stale = []
+    for name in NOTEBOOKS:
+        text = nbformat.writes(build(name)) + "\n"
+        path = HERE / name
+        if check:
+            if not path.exists() or path.read_text(encoding="utf-8") != text:
+                stale.append(name)
+        else:
+            path.write_text(text, encoding="utf-8")
+    if stale:
+        print("out of date (run python notebooks/_build.py):", ", ".join(stale))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
