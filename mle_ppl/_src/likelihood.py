@@ -34,8 +34,9 @@ FLAT_OPS = ("FlatRV", "HalfFlatRV", "UniformRV")
 #: Observed distributions whose likelihood can separate (probabilities driven to 0 or 1).
 DISCRETE_OUTCOME_OPS = ("BernoulliRV", "BinomialRV", "CategoricalRV", "MultinomialRV")
 
-# PyTensor's C backend caches compiled modules on disk, so a second process pays only the graph
-# rewrites. (Numba, PyTensor's other default, re-JITs each new graph and costs seconds per process.)
+# PyTensor 3's default mode: the Numba linker, which brings its own BLAS-backed kernels. (The C
+# backend, "CVM", warns on a pip install that it cannot link a BLAS library and is then several
+# times slower for the Hessian's matrix products.)
 DEFAULT_MODE = "FAST_RUN"
 
 _compile_lock = threading.Lock()
@@ -179,7 +180,7 @@ class Likelihood:
     likelihood_only : bool
         Accept proper priors and drop them from the objective.
     mode : str
-        PyTensor compilation mode (``"FAST_RUN"``: the cached C backend; ``"NUMBA"``...).
+        PyTensor compilation mode (``"FAST_RUN"``, PyTensor's default: Numba).
 
     Notes
     -----

@@ -108,8 +108,9 @@ def diagnose(
             cov_u = (d[:, None] * (V / w) @ V.T) * d[None, :]
             cov = jacobian @ cov_u @ jacobian.T
             cov = 0.5 * (cov + cov.T)
-        else:
-            # name the directions that the data do not determine
+        elif converged:
+            # name the directions that the data do not determine (away from an optimum an
+            # indefinite Hessian says nothing about identifiability: the ConvergenceWarning does)
             bad = [V[:, j] * d for j in range(p) if w[j] <= RANK_TOL * wmax]
             kind = "singular" if all(w[j] > -1e-8 * wmax for j in range(p)) else "not positive definite"
             dirs = "; ".join(_direction(v, labels) for v in bad[:3])
@@ -120,7 +121,7 @@ def diagnose(
                           f"identify {', '.join(involved)} (flat direction: {dirs}). Standard "
                           "errors are NaN. Remove a redundant parameter or column, or fix one."))
     at_bound = [labels[i] for i in range(p) if bounded[i] and abs(x[i]) > BOUNDARY_U]
-    if not finite_h and not at_bound:
+    if not finite_h and not at_bound and converged:
         warns.append((IdentifiabilityWarning,
                       "the Hessian is not finite at the optimum; standard errors are NaN."))
     if not converged and not at_bound:
