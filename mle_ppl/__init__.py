@@ -5,17 +5,6 @@ Declare a conditional likelihood p(y | x; θ) as a PyMC model with flat priors; 
 like a statistician expects.
 """
 
-from mle_ppl._src.bayes import sample
-from mle_ppl._src.bootstrap import BootstrapResult, bootstrap
-from mle_ppl._src.closed_form import (
-    ClosedFormCheck,
-    OptimizerComparison,
-    UnderflowDemo,
-    closed_form_check,
-    compare_optimizers,
-    underflow_demo,
-)
-from mle_ppl._src.compare import Comparison, compare
 from mle_ppl._src.engine import fit
 from mle_ppl._src.errors import (
     BoundaryWarning,
@@ -31,15 +20,50 @@ from mle_ppl._src.errors import (
     SeparationWarning,
 )
 from mle_ppl._src.likelihood import Likelihood, likelihood_for
-from mle_ppl._src.lrt import LRTResult, ic_table, lrt
 from mle_ppl._src.modelfile import ModelSpec, list_models, load_model, loads_model, make_prior
-from mle_ppl._src.multistart import MultiStartReport
 from mle_ppl._src.optimize import METHODS
-from mle_ppl._src.plots import plot_densities, plot_forest
-from mle_ppl._src.predict import predict
-from mle_ppl._src.profile import Profile, profile
 from mle_ppl._src.result import MLEFit
-from mle_ppl._src.robust import robust_cov
+
+# Heavier parts (ArviZ statistics and plots, matplotlib, sampling) are imported on first use, so
+# `import mle_ppl` and a plain fit stay fast in a fresh process.
+_LAZY = {
+    "sample": "bayes",
+    "BootstrapResult": "bootstrap",
+    "bootstrap": "bootstrap",
+    "ClosedFormCheck": "closed_form",
+    "OptimizerComparison": "closed_form",
+    "UnderflowDemo": "closed_form",
+    "closed_form_check": "closed_form",
+    "compare_optimizers": "closed_form",
+    "underflow_demo": "closed_form",
+    "Comparison": "compare",
+    "compare": "compare",
+    "LRTResult": "lrt",
+    "ic_table": "lrt",
+    "lrt": "lrt",
+    "MultiStartReport": "multistart",
+    "plot_densities": "plots",
+    "plot_forest": "plots",
+    "predict": "predict",
+    "Profile": "profile",
+    "profile": "profile",
+    "robust_cov": "robust",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f"mle_ppl._src.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mle_ppl' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.1.0"
 
