@@ -406,6 +406,7 @@ class _Detected:
     aux: tuple  #: normal: (sigma values,), binomial: (trials,)
     aux_blocks: tuple[frozenset[str], ...]
     mean_names: tuple[str, ...]  #: variable names of the mean parameters
+    link_factor: float = 1.0  #: p = link⁻¹(c·eta): c ≠ 1 when the model rounds a constant
 
 
 def _points(x_hat: np.ndarray, cols: np.ndarray) -> list[np.ndarray]:
@@ -510,7 +511,7 @@ def _detect(fit: MLEFit) -> _Detected:
                      y=np.asarray(y_flat, dtype=float), design=design, offset=offset, cols=cols,
                      theta_hat=theta_hat, eta_hat=eta_hat, aux=aux_vals,
                      aux_blocks=graph.aux_blocks,
-                     mean_names=tuple(b.name for b in blocks))
+                     mean_names=tuple(b.name for b in blocks), link_factor=factor)
 
 
 # =============================================================================  least squares
@@ -848,6 +849,10 @@ def _cross_entropy(fit: MLEFit, det: _Detected, *, se_tol: float, loglik_tol: fl
     elif converged:
         notes.append(f"the information matrix has rank {rank} < {m}: the coefficients are not "
                      "identifiable, so only the cross-entropy is compared.")
+    if det.link_factor != 1.0:
+        notes.append(f"the model computes p = {det.link}⁻¹(c·eta) with c = 1 "
+                     f"{det.link_factor - 1:+.3g} (PyMC's invprobit takes √2 in float32); the "
+                     "reference uses the same c, so it solves the model's own problem.")
     extras = {"n (observations)": n_obs, "CE(θ̂)": ce_hat, "min CE (reference)": ce_ref,
               "NLL(θ̂)": -fit.loglik}
     if det.family == "binomial":
@@ -1076,6 +1081,14 @@ def plot_closed_form(fit: MLEFit, *, laplace_draws: int = 2000, random_seed=0, v
     if missing:
         raise MLEError(f"var_names {missing} have no closed-form value; choose among "
                        f"{list(refs.data_vars)}.")
+    n_panels = sum(int(refs[n].size) for n in names)
+    cols = min(4, max(n_panels, 1))
+    rows = -(-n_panels // cols)
+    pc_kwargs.setdefault("col_wrap", cols)
+    fig_kw = dict(pc_kwargs.pop("figure_kwargs", None) or {})
+    fig_kw.setdefault("figsize", (3.4 * cols, 2.6 * rows + 0.3))
+    fig_kw.setdefault("layout", "constrained")
+    pc_kwargs["figure_kwargs"] = fig_kw
     pc = azp.plot_dist(dt, var_names=names, **pc_kwargs)
     azp.add_lines(pc, refs[names], visuals={"ref_line": {"color": "C1", "linestyle": "--"}})
     return pc
