@@ -1159,7 +1159,7 @@ def underflow_demo(fit_or_terms) -> UnderflowDemo:
     --------
     >>> demo = underflow_demo(np.full(1000, -1.4))
     >>> demo.n_underflow, demo.loglik_at_underflow is not None
-    (532, True)
+    (533, True)
     """
     if hasattr(fit_or_terms, "likelihood") and hasattr(fit_or_terms, "x"):
         fit = fit_or_terms
