@@ -208,6 +208,11 @@ def test_refit_on_new_data_does_not_recompile():
     coef = np.linalg.lstsq(np.column_stack([np.ones(80), X2]), y2, rcond=None)[0]
     np.testing.assert_allclose(second.theta[:3], coef, rtol=1e-9)
     assert second.n_obs == 80 and first.n_obs == 50
+    # the earlier fit still describes its own data (the containers are rebound, then restored)
+    dt = first.to_datatree()
+    assert dt.observed_data["y"].size == 50
+    np.testing.assert_allclose(dt.log_likelihood["y"].values.sum(), first.loglik, rtol=1e-12)
+    assert m["X"].get_value().shape == (80, 2)
 
 
 # --------------------------------------------------------------------------- honest diagnostics

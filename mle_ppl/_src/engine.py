@@ -245,7 +245,8 @@ def _assemble(lik: Likelihood, res: OptimResult, *, name, table, spec, t0, warn,
         n_evals=res.n_evals, grad_norm=diag.grad_norm, hessian_min_eig=diag.hessian_min_eig,
         hessian_cond=diag.hessian_cond, warnings=tuple(m for _, m in diag.warnings),
         notes=lik.notes, history=res.history, values=values,
-        fit_time=time.perf_counter() - t0, likelihood=lik, data=table, spec=spec)
+        fit_time=time.perf_counter() - t0, likelihood=lik, data=table, spec=spec,
+        data_snapshot=lik.snapshot(), coords_snapshot=dict(lik.model.coords))
 
 
 class _progress:

@@ -242,6 +242,21 @@ class Likelihood:
         self._deterministics = outputs[1 + k + m :]
         self.deterministic_names = tuple(d.name for d in model.deterministics)
 
+    @cached_property
+    def shared_inputs(self) -> tuple:
+        """The shared variables (data containers, dim lengths) the compiled functions read."""
+        from pytensor.compile.sharedvalue import SharedVariable
+        from pytensor.graph.traversal import graph_inputs
+        from pytensor.tensor.type import TensorType
+
+        outs = [self._nll, *self._pointwise, *self._constrained, *self._deterministics]
+        return tuple(v for v in graph_inputs(outs)
+                     if isinstance(v, SharedVariable) and isinstance(v.type, TensorType))
+
+    def snapshot(self) -> tuple:
+        """Current data values (no copies: ``pm.set_data`` replaces arrays, it does not mutate)."""
+        return tuple((v, v.get_value(borrow=True)) for v in self.shared_inputs)
+
     def x0(self) -> np.ndarray:
         """The model's initial point on the unconstrained scale, as one flat vector."""
         return np.concatenate(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import html
 import math
 from dataclasses import dataclass, field
@@ -63,6 +64,34 @@ class MLEFit:
     spec: Any = field(default=None, repr=False)  #: the ModelSpec, when fitted from a model file
     #: :class:`~mle_ppl._src.multistart.MultiStartReport` when fitted with ``starts > 1``
     multistart: Any = field(default=None, repr=False)
+    #: the data the fit was made on: (shared variable, value) pairs, see :meth:`bound`
+    data_snapshot: tuple = field(default=(), repr=False)
+    coords_snapshot: dict = field(default_factory=dict, repr=False)
+
+    @contextlib.contextmanager
+    def bound(self):
+        """Context in which the model's data containers hold this fit's data again.
+
+        A model (or a model file's cached model) refitted on new data shares its containers
+        with earlier fits; every method that evaluates the likelihood again (profiles, sandwich,
+        bootstrap, predictions, the DataTree) runs inside this context, so an older fit keeps
+        describing its own data.
+        """
+        changed = [(v, v.get_value(borrow=True), val) for v, val in self.data_snapshot
+                   if v.get_value(borrow=True) is not val]
+        model = self.likelihood.model
+        coords_now = dict(model.coords)
+        for v, _, val in changed:
+            v.set_value(val, borrow=True)
+        if changed and self.coords_snapshot:
+            model._coords.update(self.coords_snapshot)  # PyMC keeps coordinate values here
+        try:
+            yield self
+        finally:
+            for v, cur, _ in changed:
+                v.set_value(cur, borrow=True)
+            if changed and self.coords_snapshot:
+                model._coords.update(coords_now)
 
     def __post_init__(self):
         for name in ("theta", "x", "cov_array", "cov_unconstrained"):
@@ -126,7 +155,8 @@ class MLEFit:
         if method == "profile":
             from mle_ppl._src.profile import profile_conf_int
 
-            return profile_conf_int(self, level=level)
+            with self.bound():
+                return profile_conf_int(self, level=level)
         z = stats.norm.ppf(0.5 + level / 2)
         se = self.std_errors.to_numpy()
         est = np.array(self.theta)
@@ -163,25 +193,29 @@ class MLEFit:
         :func:`mle_ppl._src.robust.robust_cov`."""
         from mle_ppl._src.robust import robust_cov
 
-        return robust_cov(self, kind, groups=groups)
+        with self.bound():
+            return robust_cov(self, kind, groups=groups)
 
     def profile(self, param: str, **kwargs):
         """Profile likelihood of a parameter label or an expression; see :func:`mle_ppl.profile`."""
         from mle_ppl._src.profile import profile
 
-        return profile(self, param, **kwargs)
+        with self.bound():
+            return profile(self, param, **kwargs)
 
     def bootstrap(self, n_boot: int = 200, **kwargs):
         """Nonparametric or parametric bootstrap; see :func:`mle_ppl.bootstrap`."""
         from mle_ppl._src.bootstrap import bootstrap
 
-        return bootstrap(self, n_boot, **kwargs)
+        with self.bound():
+            return bootstrap(self, n_boot, **kwargs)
 
     def predict(self, new_data=None, kind: str = "mean", **kwargs) -> pd.DataFrame:
         """Predictions on new data with intervals; see :func:`mle_ppl.predict`."""
         from mle_ppl._src.predict import predict
 
-        return predict(self, new_data, kind=kind, **kwargs)
+        with self.bound():
+            return predict(self, new_data, kind=kind, **kwargs)
 
     # ------------------------------------------- closed-form cross-checks (issue 7)
     def closed_form(self, **kwargs):
@@ -189,14 +223,16 @@ class MLEFit:
         :func:`mle_ppl.closed_form_check`."""
         from mle_ppl._src.closed_form import closed_form_check
 
-        return closed_form_check(self, **kwargs)
+        with self.bound():
+            return closed_form_check(self, **kwargs)
 
     def plot_closed_form(self, **kwargs):
         """ArviZ plot of the fit with reference lines at the closed-form solution; see
         :func:`mle_ppl._src.closed_form.plot_closed_form`."""
         from mle_ppl._src.closed_form import plot_closed_form
 
-        return plot_closed_form(self, **kwargs)
+        with self.bound():
+            return plot_closed_form(self, **kwargs)
 
     # ------------------------------------------------------------- exports
     def diagnostics(self) -> dict[str, Any]:
@@ -244,7 +280,8 @@ class MLEFit:
     def _closed_form_dict(self) -> dict[str, Any]:
         from mle_ppl._src.closed_form import closed_form_dict
 
-        return closed_form_dict(self)
+        with self.bound():
+            return closed_form_dict(self)
 
     def to_datatree(self, *, laplace_draws: int = 0, random_seed=None):
         """ArviZ ``DataTree``: posterior (the MLE as one draw, or Laplace draws), fit, ...
@@ -254,7 +291,8 @@ class MLEFit:
         """
         from mle_ppl._src.datatree import fit_to_datatree
 
-        return fit_to_datatree(self, laplace_draws=laplace_draws, random_seed=random_seed)
+        with self.bound():
+            return fit_to_datatree(self, laplace_draws=laplace_draws, random_seed=random_seed)
 
     # ------------------------------------------------------------- display
     def _header(self) -> list[tuple[str, str]]:
