@@ -26,6 +26,7 @@ against Newton / L-BFGS, with loss histories).
 
 from __future__ import annotations
 
+import contextlib
 import html
 import math
 import weakref
@@ -966,7 +967,10 @@ def closed_form_check(fit: MLEFit, *, se_tol: float = SE_TOL,
     per_fit = _CHECKS.setdefault(fit, {})
     key = (float(se_tol), float(loglik_tol))
     if key not in per_fit:
-        per_fit[key] = _compute(fit, se_tol=se_tol, loglik_tol=loglik_tol)
+        # MLEFit.bound() (when present) puts the fit's own data back into the model's containers
+        bound = getattr(fit, "bound", None)
+        with bound() if callable(bound) else contextlib.nullcontext():
+            per_fit[key] = _compute(fit, se_tol=se_tol, loglik_tol=loglik_tol)
     return per_fit[key]
 
 
