@@ -8,7 +8,6 @@ from fractions import Fraction
 import numpy as np
 import pandas as pd
 import pymc as pm
-import pytensor.tensor as pt
 import pytest
 import statsmodels.api as sm
 from _models import gaussian_linear, logistic, multinomial_logit, poisson

@@ -35,7 +35,10 @@ def check_model_data(model: pm.Model) -> None:
     """NaN/inf in observed values or ``pm.Data`` containers: a DataError naming the variable."""
     for rv in model.observed_RVs:
         val = model.rvs_to_values[rv]
-        data = val.get_value(borrow=True) if hasattr(val, "get_value") else getattr(val, "data", None)
+        if hasattr(val, "get_value"):
+            data = val.get_value(borrow=True)
+        else:
+            data = getattr(val, "data", None)
         if data is not None:
             label = f"'{rv.name}'" if not val.name or val.name == rv.name else (
                 f"'{rv.name}' (data container '{val.name}')")

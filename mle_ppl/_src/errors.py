@@ -15,7 +15,7 @@ class MLEError(ValueError):
 
 
 class ModelError(MLEError):
-    """The model cannot be fitted by maximum likelihood as given (priors, discrete parameters, ...)."""
+    """The model cannot be fitted by maximum likelihood as given (priors, discrete params...)."""
 
 
 class DataError(MLEError):
@@ -39,7 +39,8 @@ class IdentifiabilityWarning(MLEWarning):
 
 
 class BoundaryWarning(MLEWarning):
-    """An estimate lies on (or runs to) the boundary of its support; the likelihood may be unbounded."""
+    """An estimate lies on (or runs to) the boundary of its support; the likelihood may be
+    unbounded."""
 
 
 class SeparationWarning(MLEWarning):
@@ -47,7 +48,8 @@ class SeparationWarning(MLEWarning):
 
 
 class SamplingWarning(MLEWarning):
-    """Posterior sampling diagnostics (R-hat, ESS, divergences) are poor, or the posterior is improper."""
+    """Posterior sampling diagnostics (R-hat, ESS, divergences) are poor, or the posterior is
+    improper."""
 
 
 class MultimodalityWarning(MLEWarning):

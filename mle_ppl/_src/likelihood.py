@@ -160,7 +160,8 @@ def check_model(model: pm.Model, *, likelihood_only: bool) -> list[str]:
             raise ModelError(
                 f"maximum likelihood needs flat priors, but {', '.join(not_flat)} have proper "
                 "priors. Use pm.Flat / pm.HalfFlat (or pm.Uniform for a bounded parameter), or "
-                "pass likelihood_only=True to drop the prior terms and maximise the likelihood alone."
+                "pass likelihood_only=True to drop the prior terms and maximise the likelihood "
+                "alone."
             )
         notes.append(
             "likelihood_only=True: the prior terms of "
@@ -293,7 +294,8 @@ class Likelihood:
             # no transforms: the user's scale is the optimizer's scale
             return lambda x: np.eye(self.n_params)
         flat = pt.concatenate([c.ravel() for c in self._constrained])
-        jac = pytensor.gradient.jacobian(flat, self._x, vectorize=True, disconnected_inputs="ignore")
+        jac = pytensor.gradient.jacobian(flat, self._x, vectorize=True,
+                                         disconnected_inputs="ignore")
         return _compile([self._x], jac, self.mode)
 
     def compile_all(self) -> None:

@@ -55,7 +55,8 @@ def _scaled_eigh(H: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return d, w, V
 
 
-def _tr_step(gs: np.ndarray, w: np.ndarray, V: np.ndarray, radius: float) -> tuple[np.ndarray, bool]:
+def _tr_step(gs: np.ndarray, w: np.ndarray, V: np.ndarray,
+             radius: float) -> tuple[np.ndarray, bool]:
     """Trust-region step in scaled space: minimise the quadratic model within ``radius``.
 
     Returns the step and whether it is the plain Newton step (interior, positive definite).
@@ -109,7 +110,7 @@ def _solve_1d(value_and_grad, x, i, max_expand=7):
     direction = -np.sign(g[i])
     a, ga = x[i], g[i]
     step = 1.0
-    b = gb = None
+    b = None
     for _ in range(max_expand):
         cand = x.copy()
         cand[i] = a + direction * step
@@ -118,7 +119,7 @@ def _solve_1d(value_and_grad, x, i, max_expand=7):
             step *= 0.25
             continue
         if np.sign(gc[i]) != np.sign(ga):
-            b, gb = cand[i], gc[i]
+            b = cand[i]
             break
         if fc > f:
             break

@@ -112,7 +112,8 @@ def diagnose(
             # name the directions that the data do not determine (away from an optimum an
             # indefinite Hessian says nothing about identifiability: the ConvergenceWarning does)
             bad = [V[:, j] * d for j in range(p) if w[j] <= RANK_TOL * wmax]
-            kind = "singular" if all(w[j] > -1e-8 * wmax for j in range(p)) else "not positive definite"
+            psd = all(w[j] > -1e-8 * wmax for j in range(p))
+            kind = "singular" if psd else "not positive definite"
             dirs = "; ".join(_direction(v, labels) for v in bad[:3])
             involved = sorted({labels[i] for v in bad for i in np.flatnonzero(
                 np.abs(v) > 0.05 * np.max(np.abs(v)))})
