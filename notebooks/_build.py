@@ -260,7 +260,7 @@ ax1.semilogy(np.arange(1, running_product.size + 1), np.where(running_product > 
              running_product, np.nan))
 ax1.axvline(big.n_underflow, color="C3", ls="--", label=f"0.0 from n = {big.n_underflow}")
 ax1.set(xlabel="n", ylabel="product of likelihood terms", title="likelihood (float64)",
-        xlim=(0, running_product.size), ylim=(1e-330, 1))
+        xlim=(0, running_product.size), ylim=(1e-310, 10))
 ax1.legend()
 ax2.plot(np.arange(1, running_log.size + 1), running_log)
 ax2.set(xlabel="n", ylabel="sum of log terms", title="log-likelihood: stays finite")
