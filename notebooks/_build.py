@@ -68,10 +68,13 @@ of these identities against a least-squares solution computed independently with
 ## A model file and some data
 
 A model file declares the likelihood $p(y \\mid x;\\theta)$: which columns are data, which names
-are parameters (flat on their support), and the distribution of the outcome. Here it is as a
-string; normally it lives in a `.toml` file (see notebook 4).
+are parameters (flat on their support), and the distribution of the outcome. We write it to a
+`.toml` file and load it (notebook 4 explains every key).
 """),
     code('''
+import tempfile
+from pathlib import Path
+
 MODEL = """
 [model]
 name = "line"
@@ -89,7 +92,9 @@ sigma = { lower = 0 }
 [likelihood]
 y = { distribution = "Normal", mu = "alpha + beta * x", sigma = "sigma" }
 """
-model = mle_ppl.loads_model(MODEL, name="line")
+path = Path(tempfile.mkdtemp(prefix="mle_ppl_nb1_")) / "line.toml"
+path.write_text(MODEL)
+model = mle_ppl.load_model(path)
 
 n = 40
 x = rng.uniform(0, 10, size=n)
