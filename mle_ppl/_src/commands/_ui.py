@@ -120,7 +120,7 @@ def comparison_table(cmp, title: str | None = None):
 
     tab = cmp.table
     pct = f"{cmp.level:.0%}"
-    caption = (f"lowest bulk ESS {fmt(np.nanmin(tab['ess_bulk']), 4)}, highest R-hat "
+    caption = (f"lowest bulk ESS {np.nanmin(tab['ess_bulk']):.0f}, highest R-hat "
                f"{fmt(np.nanmax(tab['r_hat']), 4)}; shift = (posterior mean − MLE)/SE")
     t = Table(title=title, title_justify="left", caption=caption, caption_justify="left",
               header_style="bold", box=box.SIMPLE_HEAD)
