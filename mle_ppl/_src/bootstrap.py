@@ -352,10 +352,13 @@ class _Progress:
     def __enter__(self):
         if not self.enabled:
             return lambda k: None
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+        # progress goes to stderr, like the optimizer's: stdout stays for results
         self._bar = Progress("{task.description}", BarColumn(), MofNCompleteColumn(),
-                             TimeRemainingColumn(), transient=True)
+                             TimeRemainingColumn(), transient=True,
+                             console=Console(stderr=True))
         self._bar.__enter__()
         task = self._bar.add_task(f"{self.kind} bootstrap", total=self.total)
         return lambda k: self._bar.update(task, advance=k)
