@@ -181,7 +181,9 @@ def fit(
         raise _shape_error(pm_model, err) from None
     if not np.isfinite(f0):
         x0 = _finite_start(lik, x0)
-    n_obs = sum(v.size for v in lik.pointwise(x0).values())
+    # only gradient descent needs n before optimizing (it descends the mean NLL); the fit's n_obs
+    # is counted from the pointwise log-likelihood at the optimum
+    n_obs = sum(v.size for v in lik.pointwise(x0).values()) if method == "gd" else 1
     bounded = np.zeros(lik.n_params, dtype=bool)
     for b in lik.blocks:
         if b.transform is not None:

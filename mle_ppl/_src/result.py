@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy.special import ndtr, ndtri  # normal cdf / quantile (scipy.stats is slow to import)
 
 from mle_ppl._src.errors import MLEError
 
@@ -157,7 +157,7 @@ class MLEFit:
 
             with self.bound():
                 return profile_conf_int(self, level=level)
-        z = stats.norm.ppf(0.5 + level / 2)
+        z = ndtri(0.5 + level / 2)
         se = self.std_errors.to_numpy()
         est = np.array(self.theta)
         return pd.DataFrame({"lower": est - z * se, "upper": est + z * se},
@@ -178,11 +178,11 @@ class MLEFit:
             cov = self.robust_cov(cov_type, groups=groups).to_numpy()
             se = np.sqrt(np.clip(np.diag(cov), 0, None))
             se = np.where(np.isfinite(np.diag(cov)), se, np.nan)
-            zq = stats.norm.ppf(0.5 + level / 2)
+            zq = ndtri(0.5 + level / 2)
             ci = pd.DataFrame({"lower": est - zq * se, "upper": est + zq * se})
         with np.errstate(divide="ignore", invalid="ignore"):
             z = est / se
-        p = 2 * stats.norm.sf(np.abs(z))
+        p = 2 * ndtr(-np.abs(z))
         return pd.DataFrame({"estimate": est, "std_err": se, "z": z, "p_value": p,
                              "ci_lower": ci["lower"].to_numpy(),
                              "ci_upper": ci["upper"].to_numpy()}, index=list(self.labels))
