@@ -19,10 +19,9 @@ exit status: 0 every identity agrees (or no closed form applies: the output says
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("model", metavar="MODEL",
-                        help="model file (.toml/.py) or bundled model name")
-    parser.add_argument("--data", metavar="FILE", default=None,
-                        help="data file (CSV or Parquet); default: the model's own data")
+    from mle_ppl._src.commands._common import add_model_arguments
+
+    add_model_arguments(parser)
     parser.add_argument("--json", action="store_true",
                         help="print one JSON document (the fit's, with 'closed_form')")
     parser.add_argument("--method", default="newton",

@@ -31,12 +31,10 @@ OUT_FORMATS = {".nc": "netcdf", ".zarr": "zarr"}
 
 
 def add_arguments(parser) -> None:
+    from mle_ppl._src.commands._common import add_model_arguments
     from mle_ppl._src.optimize import METHODS
 
-    parser.add_argument("model", metavar="MODEL",
-                        help="model file (.toml/.py) or bundled model name (see `mle-ppl models`)")
-    parser.add_argument("--data", metavar="FILE", default=None,
-                        help="data table, CSV or Parquet (default: the data the model file names)")
+    add_model_arguments(parser)
     parser.add_argument("--json", action="store_true",
                         help="print exactly one JSON document on stdout")
     parser.add_argument("--method", default="newton", choices=list(METHODS),

@@ -24,10 +24,9 @@ OUT_SUFFIXES = (".nc", ".zarr")
 
 def add_sampling_arguments(parser) -> None:
     """Options shared by ``sample`` and ``compare``."""
-    parser.add_argument("model", metavar="MODEL",
-                        help="model file (.toml/.py) or bundled model name")
-    parser.add_argument("--data", metavar="FILE", default=None,
-                        help="data file (CSV or Parquet); default: the model's own data")
+    from mle_ppl._src.commands._common import add_model_arguments
+
+    add_model_arguments(parser)
     parser.add_argument("--prior", metavar="NAME=DIST", action="append", default=[],
                         help="proper prior for a parameter, e.g. 'beta=Normal(0, 2.5)' "
                              "(repeatable; overrides the file's [priors] table)")
