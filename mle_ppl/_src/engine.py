@@ -243,8 +243,10 @@ def _assemble(lik: Likelihood, res: OptimResult, *, name, table, spec, t0, warn,
         for cat, msg in diag.warnings:
             warnings.warn(msg, cat, stacklevel=3)
     values = lik.constrained(x)
+    theta = (np.concatenate([np.asarray(values[b.name], dtype=float).ravel() for b in lik.blocks])
+             if lik.blocks else np.zeros(0))
     return MLEFit(
-        model_name=name, labels=lik.labels, theta=lik.constrained_flat(x), x=x,
+        model_name=name, labels=lik.labels, theta=theta, x=x,
         cov_array=diag.cov, cov_unconstrained=diag.cov_unconstrained, loglik=loglik,
         n_obs=n_obs, method=method, converged=res.converged, iterations=res.iterations,
         n_evals=res.n_evals, grad_norm=diag.grad_norm, hessian_min_eig=diag.hessian_min_eig,
