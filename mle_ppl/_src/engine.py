@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pymc as pm
 
+from mle_ppl._src.alloc import reuse_large_allocations
 from mle_ppl._src.errors import DataError, MLEError
 from mle_ppl._src.likelihood import DEFAULT_MODE, Likelihood, likelihood_for
 from mle_ppl._src.optimize import OptimResult, get_method
@@ -163,6 +164,15 @@ def fit(
     """
     optimizer = get_method(method)
     pm_model, name, table, spec = resolve_model(model, data)
+    with reuse_large_allocations():
+        return _fit(pm_model, name, table, spec, optimizer, method=method,
+                    likelihood_only=likelihood_only, start=start, tol=tol, max_iter=max_iter,
+                    learning_rate=learning_rate, progress=progress, mode=mode, warn=warn,
+                    starts=starts, random_seed=random_seed)
+
+
+def _fit(pm_model, name, table, spec, optimizer, *, method, likelihood_only, start, tol,
+         max_iter, learning_rate, progress, mode, warn, starts, random_seed) -> MLEFit:
     check_model_data(pm_model)
     lik = likelihood_for(pm_model, likelihood_only=likelihood_only, mode=mode)
     x0 = lik.x0()
@@ -176,14 +186,16 @@ def fit(
         x0 = lik.unconstrain(vals)
     t0 = time.perf_counter()
     try:
-        f0, _ = lik.value_and_grad(x0)
+        f0, g0 = lik.value_and_grad(x0)
     except (ValueError, IndexError) as err:
         raise _shape_error(pm_model, err) from None
+    start_value = (f0, g0)
     if not np.isfinite(f0):
         x0 = _finite_start(lik, x0)
+        start_value = None
     # only gradient descent needs n before optimizing (it descends the mean NLL); the fit's n_obs
     # is counted from the pointwise log-likelihood at the optimum
-    n_obs = sum(v.size for v in lik.pointwise(x0).values()) if method == "gd" else 1
+    n_obs = lik.count_obs(x0) if method == "gd" else 1
     bounded = np.zeros(lik.n_params, dtype=bool)
     for b in lik.blocks:
         if b.transform is not None:
@@ -191,6 +203,8 @@ def fit(
     kwargs = {"tol": tol, "learning_rate": learning_rate, "n_obs": n_obs, "bounded": bounded}
     if max_iter is not None:
         kwargs["max_iter"] = max_iter
+    if method == "newton" and starts == 1:
+        kwargs["start_value"] = start_value
     report = None
     with _progress(progress, name, method) as cb:
         if starts != 1:
@@ -228,8 +242,7 @@ def _assemble(lik: Likelihood, res: OptimResult, *, name, table, spec, t0, warn,
     x = res.x
     H = res.hessian if res.hessian is not None else lik.hessian(x)
     J = lik.constrained_jacobian(x)
-    pw = lik.pointwise(x)
-    n_obs = int(sum(v.size for v in pw.values()))
+    n_obs = lik.count_obs(x)
     loglik = -float(res.fun)
     bounded = np.zeros(lik.n_params, dtype=bool)
     for b in lik.blocks:
@@ -237,7 +250,8 @@ def _assemble(lik: Likelihood, res: OptimResult, *, name, table, spec, t0, warn,
             bounded[b.slice] = True
     diag = diagnose(x=x, grad_u=res.grad, hessian_u=H, jacobian=J, labels=lik.labels,
                     converged=res.converged, optimizer_message=res.message, bounded=bounded,
-                    runaway=res.runaway, pointwise=pw, discrete_outcome=lik.discrete_outcome,
+                    runaway=res.runaway, pointwise=lambda: lik.pointwise(x),
+                    discrete_outcome=lik.discrete_outcome, n_obs=n_obs,
                     loglik=loglik)
     if warn:
         for cat, msg in diag.warnings:

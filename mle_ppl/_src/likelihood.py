@@ -362,6 +362,41 @@ class Likelihood:
             out[rv.name] = np.asarray(self.model.rvs_to_values[rv].eval())
         return out
 
+    def count_obs(self, x: np.ndarray | None = None) -> int:
+        """Number of observations, from the shapes of the observed data (no likelihood pass).
+
+        An observed variable contributes one term per element of its value minus the support
+        dimensions (``ndim_supp``: a d-variate normal's n x d data are n terms). Falls back to
+        counting the pointwise log-likelihood when a shape is not known without evaluating.
+        """
+        from pytensor.tensor.elemwise import Elemwise
+
+        total = 0
+        for rv in self.model.observed_RVs:
+            value = self.model.rvs_to_values[rv]
+            # a data container behind a cast (pm.Data of int32 under an int64 distribution)
+            while (value.owner is not None and isinstance(value.owner.op, Elemwise)
+                   and len(value.owner.inputs) == 1):
+                value = value.owner.inputs[0]
+            if hasattr(value, "get_value"):
+                shape = np.shape(value.get_value(borrow=True))
+            elif hasattr(value, "data"):
+                shape = np.shape(value.data)
+            else:
+                return self._n_obs_cached(x)
+            ndim_supp = getattr(rv.owner.op, "ndim_supp", None)
+            if not isinstance(ndim_supp, int) or ndim_supp > len(shape):
+                return self._n_obs_cached(x)
+            total += int(np.prod(shape[: len(shape) - ndim_supp], dtype=int))
+        return total
+
+    def _n_obs_cached(self, x) -> int:
+        key = tuple(np.shape(v) for _, v in self.snapshot())
+        cache = self.__dict__.setdefault("_n_obs_by_shapes", {})
+        if key not in cache:
+            cache[key] = self.n_obs(x)
+        return cache[key]
+
     def n_obs(self, x: np.ndarray | None = None) -> int:
         """Number of observations: elements of the pointwise log-likelihood, over observed vars."""
         x = self.x0() if x is None else x

@@ -66,14 +66,18 @@ def diagnose(
     optimizer_message: str,
     bounded: np.ndarray,
     runaway: tuple[int, ...],
-    pointwise: dict[str, np.ndarray] | None,
+    pointwise,
     discrete_outcome: bool,
     loglik: float,
+    n_obs: int | None = None,
 ) -> Diagnosis:
     """Covariance by the delta method and the honest list of what is wrong with the fit.
 
     ``cov = J H_u^{-1} J'``; at a stationary point this equals the inverse of the observed
     information taken directly on the constrained scale, ``J^{-T} H_u J^{-1}``.
+
+    ``pointwise`` (per-observation log-likelihoods: a dict, or a callable returning one, so that
+    the n-sized pass is only made when a separation check needs it) is used for discrete outcomes.
     """
     p = len(x)
     warns: list[tuple[type, str]] = []
@@ -131,14 +135,18 @@ def diagnose(
                       "not the MLE and standard errors are NaN. Raise max_iter, try "
                       "method='newton', or check the model."))
     separation = False
-    if discrete_outcome and pointwise is not None:
+    # complete: every observation fitted with probability 1 (then the log-likelihood is ~0);
+    # quasi-complete: some are, and the information is near-singular along the direction that
+    # separates them
+    ill = (not pd or bool(runaway) or (finite_h and scaled_min < 1.0 / SEPARATION_COND))
+    all_perfect_possible = n_obs is None or -loglik <= 1e-9 * n_obs
+    if discrete_outcome and pointwise is not None and (ill or all_perfect_possible):
+        if callable(pointwise):
+            pointwise = pointwise()
         perfect = {k: int(np.sum(v > -1e-9)) for k, v in pointwise.items()}
         n_perfect = sum(perfect.values())
         n_tot = sum(v.size for v in pointwise.values())
-        # complete: every observation fitted with probability 1; quasi-complete: some are, and
-        # the information is near-singular along the direction that separates them
-        sep_signal = (n_perfect == n_tot or not pd or bool(runaway)
-                      or (finite_h and scaled_min < 1.0 / SEPARATION_COND))
+        sep_signal = n_perfect == n_tot or ill
         if n_perfect and sep_signal:
             separation = True
             kind = "complete" if n_perfect == n_tot else "quasi-complete"

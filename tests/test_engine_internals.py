@@ -1,0 +1,104 @@
+"""Engine shortcuts that save data passes must not change what a fit reports.
+
+- ``Likelihood.count_obs`` (from data shapes) against counting the pointwise log-likelihood.
+- Newton's reuse of the previous Hessian near the optimum: the returned Hessian is the exact one
+  at the returned point and the Newton decrement there is below the tolerance.
+- ``reuse_large_allocations`` (glibc malloc tuning during a fit): re-entrant, restores, and a
+  fit gives bit-identical results with it switched off.
+"""
+
+import numpy as np
+import pymc as pm
+import pytensor.tensor as pt
+import pytest
+from _models import gaussian_linear, logistic, multinomial_logit
+
+import mle_ppl
+from mle_ppl._src import alloc
+from mle_ppl._src.likelihood import likelihood_for
+from mle_ppl._src.optimize import newton
+
+RNG = np.random.default_rng(7)
+
+
+def _mvnormal_model():
+    y = RNG.normal(size=(40, 3))
+    with pm.Model() as m:
+        mu = pm.Flat("mu", shape=3)
+        pm.MvNormal("y", mu=mu, cov=np.eye(3), observed=y)
+    return m
+
+
+def _multinomial_model():
+    counts = RNG.multinomial(10, [0.2, 0.3, 0.5], size=25)
+    with pm.Model() as m:
+        a = pm.Flat("a", shape=2)
+        p = pt.special.softmax(pt.concatenate([pt.zeros(1), a]))
+        pm.Multinomial("y", n=10, p=p, observed=counts)
+    return m
+
+
+def _two_observed_constant_data():
+    with pm.Model() as m:
+        mu = pm.Flat("mu")
+        sigma = pm.HalfFlat("sigma")
+        pm.Normal("a", mu, sigma, observed=RNG.normal(size=17))
+        pm.Normal("b", mu, sigma, observed=RNG.normal(size=(4, 5)))
+    return m
+
+
+X = RNG.normal(size=(60, 2))
+BUILDERS = {
+    "gaussian (pm.Data)": lambda: gaussian_linear(X, X @ [1.0, 2.0] + RNG.normal(size=60)),
+    "bernoulli (int data behind a cast)": lambda: logistic(
+        X, (RNG.random(60) < 0.5).astype("int32")),
+    "categorical": lambda: multinomial_logit(X, RNG.integers(0, 3, size=60), 3),
+    "mvnormal (n x d data, one term per row)": _mvnormal_model,
+    "multinomial (counts, one term per row)": _multinomial_model,
+    "two observed, constants, 2-D": _two_observed_constant_data,
+}
+
+
+@pytest.mark.parametrize("name", list(BUILDERS))
+def test_count_obs_equals_pointwise_terms(name):
+    lik = likelihood_for(BUILDERS[name]())
+    x = lik.x0()
+    expected = sum(v.size for v in lik.pointwise(x).values())
+    assert lik.count_obs(x) == expected
+
+
+def test_newton_returns_the_hessian_at_its_final_point():
+    n = 3000
+    Xl = np.column_stack([np.ones(n), RNG.normal(size=(n, 4))])
+    y = (RNG.random(n) < 1 / (1 + np.exp(-Xl @ [0.3, 1.0, -0.5, 0.2, 0.0]))).astype(int)
+    lik = likelihood_for(logistic(Xl, y))
+    res = newton(lik.value_and_grad, lik.hessian, lik.x0(), tol=1e-10)
+    assert res.converged
+    H = lik.hessian(res.x)
+    if res.hessian is not None:  # it may leave the final Hessian to the caller
+        np.testing.assert_array_equal(res.hessian, H)
+    g = lik.value_and_grad(res.x)[1]
+    # the convergence claim holds at the returned point, with the exact Hessian there
+    assert 0.5 * g @ np.linalg.solve(H, g) < 1e-10
+
+
+def test_allocation_tuning_is_reentrant_and_restores(monkeypatch):
+    with alloc.reuse_large_allocations():
+        with alloc.reuse_large_allocations():
+            assert alloc._depth == (2 if alloc._glibc() else 0)
+    assert alloc._depth == 0
+    monkeypatch.setattr(alloc, "_libc", False)  # as on macOS / musl, or MLE_PPL_MALLOC_TUNING=0
+    with alloc.reuse_large_allocations():
+        assert alloc._depth == 0
+
+
+def test_fit_is_identical_without_allocation_tuning(monkeypatch):
+    n = 2000
+    Xl = np.column_stack([np.ones(n), RNG.normal(size=(n, 3))])
+    y = (RNG.random(n) < 1 / (1 + np.exp(-Xl @ [0.3, 1.0, -0.5, 0.2]))).astype(int)
+    m = logistic(Xl, y)
+    tuned = mle_ppl.fit(m)
+    monkeypatch.setattr(alloc, "_libc", False)
+    plain = mle_ppl.fit(m)
+    np.testing.assert_array_equal(tuned.theta, plain.theta)
+    np.testing.assert_array_equal(tuned.cov, plain.cov)
