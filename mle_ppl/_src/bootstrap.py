@@ -80,8 +80,8 @@ class _Objective:
         grad = pt.grad(nll, x)
         hess = pytensor.gradient.jacobian(grad, x, vectorize=True)
         inputs = [x, w, *self.y_in]
-        self._vg = _compile(inputs, [nll, grad], lik.mode)
-        self._h = _compile(inputs, hess, lik.mode)
+        self._vg = _compile(inputs, [nll, grad], lik.mode, model=lik.model)
+        self._h = _compile(inputs, hess, lik.mode, model=lik.model)
 
     def refit(self, x0: np.ndarray, w: np.ndarray, ys: list[np.ndarray]):
         ys = [np.asarray(y, dtype=d) for y, d in zip(ys, self.obs_dtypes, strict=True)]

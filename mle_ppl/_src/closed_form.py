@@ -323,7 +323,7 @@ def _graph_for(lik: Likelihood) -> _Graph:
     aux_blocks = tuple(_depends(a, value_names, memo) for a in aux_r)
     outputs = [target_r, *aux_r, *cands]
     outputs, x = join_nonshared_inputs(lik._point, outputs, model.value_vars)
-    fn = _compile([x], outputs, lik.mode)
+    fn = _compile([x], outputs, lik.mode, model=lik.model)
     graph = _Graph(family=family, observed=rv.name, fn=fn, n_aux=len(aux_r),
                    candidates=tuple(outputs[1 + len(aux_r):]), cand_blocks=cand_blocks,
                    aux_blocks=aux_blocks, x=x)
@@ -341,7 +341,7 @@ def _jacobian_fn(lik: Likelihood, graph: _Graph, index: int):
         cand = graph.candidates[index]
         jac = pytensor.gradient.jacobian(cand.ravel(), graph.x, vectorize=True,
                                          disconnected_inputs="ignore")
-        fn = _compile([graph.x], jac, lik.mode)
+        fn = _compile([graph.x], jac, lik.mode, model=lik.model)
         graph.jac_cache[index] = fn
     return fn
 

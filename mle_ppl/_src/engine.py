@@ -241,7 +241,7 @@ def _finite_start(lik: Likelihood, x0: np.ndarray) -> np.ndarray:
 def _assemble(lik: Likelihood, res: OptimResult, *, name, table, spec, t0, warn, method) -> MLEFit:
     x = res.x
     H = res.hessian if res.hessian is not None else lik.hessian(x)
-    J = lik.constrained_jacobian(x)
+    values, J = lik.constrained_and_jacobian(x)
     n_obs = lik.count_obs(x)
     loglik = -float(res.fun)
     bounded = np.zeros(lik.n_params, dtype=bool)
@@ -256,7 +256,6 @@ def _assemble(lik: Likelihood, res: OptimResult, *, name, table, spec, t0, warn,
     if warn:
         for cat, msg in diag.warnings:
             warnings.warn(msg, cat, stacklevel=3)
-    values = lik.constrained(x)
     theta = (np.concatenate([np.asarray(values[b.name], dtype=float).ravel() for b in lik.blocks])
              if lik.blocks else np.zeros(0))
     return MLEFit(

@@ -13,6 +13,7 @@ log-likelihood terms that sandwich errors, LOO and the cross-entropy identity us
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import warnings
 import weakref
@@ -44,11 +45,16 @@ _compile_lock = threading.Lock()
 COMPILE_COUNT = 0
 
 
-def _compile(inputs, outputs, mode):
+def _compile(inputs, outputs, mode, *, model: pm.Model | None = None):
+    """Compile with PyMC's rewrites. Inside ``model``'s context, so that its ``check_bounds``
+    flag holds: ``pm.Model(check_bounds=False)`` drops the parameter checks (e.g. ``0 <= p <= 1``)
+    from the compiled log-likelihood, which saves a data pass (~30 % of a logistic gradient)
+    when the parametrisation keeps parameters valid anyway.
+    """
     global COMPILE_COUNT
     with _compile_lock:
         COMPILE_COUNT += 1
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), (model if model is not None else contextlib.nullcontext()):
         # PyTensor's numba backend falls back to Python ("object mode") for a few scalar ops
         # (e.g. tri_gamma in the negative binomial's Hessian): slower, not wrong, and nothing a
         # user can act on, so it is not shown.
@@ -268,35 +274,36 @@ class Likelihood:
     @cached_property
     def _fn_value_and_grad(self):
         grad = pt.grad(self._nll, self._x)
-        return _compile([self._x], [self._nll, grad], self.mode)
+        return _compile([self._x], [self._nll, grad], self.mode, model=self.model)
 
     @cached_property
     def _fn_value(self):
-        return _compile([self._x], self._nll, self.mode)
+        return _compile([self._x], self._nll, self.mode, model=self.model)
 
     @cached_property
     def _fn_hessian(self):
         grad = pt.grad(self._nll, self._x)
         hess = pytensor.gradient.jacobian(grad, self._x, vectorize=True)
-        return _compile([self._x], hess, self.mode)
+        return _compile([self._x], hess, self.mode, model=self.model)
 
     @cached_property
     def _fn_pointwise(self):
-        return _compile([self._x], self._pointwise, self.mode)
+        return _compile([self._x], self._pointwise, self.mode, model=self.model)
+
+    @property
+    def _has_transforms(self) -> bool:
+        return any(b.transform for b in self.blocks)
 
     @cached_property
     def _fn_constrained(self):
-        return _compile([self._x], self._constrained + self._deterministics, self.mode)
-
-    @cached_property
-    def _fn_constrained_jacobian(self):
-        if not any(b.transform for b in self.blocks):
-            # no transforms: the user's scale is the optimizer's scale
-            return lambda x: np.eye(self.n_params)
-        flat = pt.concatenate([c.ravel() for c in self._constrained])
-        jac = pytensor.gradient.jacobian(flat, self._x, vectorize=True,
-                                         disconnected_inputs="ignore")
-        return _compile([self._x], jac, self.mode)
+        # the user-scale values, the deterministics and (with transforms) d theta / d x in one
+        # compiled function: one graph rewrite on a model's first fit instead of two
+        outputs = self._constrained + self._deterministics
+        if self._has_transforms:
+            flat = pt.concatenate([c.ravel() for c in self._constrained])
+            outputs = outputs + [pytensor.gradient.jacobian(
+                flat, self._x, vectorize=True, disconnected_inputs="ignore")]
+        return _compile([self._x], outputs, self.mode, model=self.model)
 
     def compile_all(self) -> None:
         """Compile the functions a fit needs (value, gradient, Hessian), so timing excludes it."""
@@ -323,11 +330,17 @@ class Likelihood:
         out = self._fn_pointwise(np.asarray(x, dtype=float))
         return {name: np.asarray(v) for name, v in zip(self.observed_names, out, strict=True)}
 
+    def constrained_and_jacobian(self, x: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """:meth:`constrained` and :meth:`constrained_jacobian` from one evaluation."""
+        out = list(self._fn_constrained(np.asarray(x, dtype=float)))
+        jac = (np.asarray(out.pop(), dtype=float) if self._has_transforms
+               else np.eye(self.n_params))
+        names = [b.name for b in self.blocks] + list(self.deterministic_names)
+        return {n: np.asarray(v) for n, v in zip(names, out, strict=True)}, jac
+
     def constrained(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Free variables (and deterministics) on the user's scale at ``x``."""
-        out = self._fn_constrained(np.asarray(x, dtype=float))
-        names = [b.name for b in self.blocks] + list(self.deterministic_names)
-        return {n: np.asarray(v) for n, v in zip(names, out, strict=True)}
+        return self.constrained_and_jacobian(x)[0]
 
     def constrained_flat(self, x: np.ndarray) -> np.ndarray:
         """The flat parameter vector on the user's scale (the order of :attr:`labels`)."""
@@ -338,7 +351,7 @@ class Likelihood:
 
     def constrained_jacobian(self, x: np.ndarray) -> np.ndarray:
         """``d theta / d x``: Jacobian of the user-scale vector w.r.t. the unconstrained one."""
-        return np.asarray(self._fn_constrained_jacobian(np.asarray(x, dtype=float)), dtype=float)
+        return self.constrained_and_jacobian(x)[1]
 
     def unconstrain(self, values: dict[str, np.ndarray]) -> np.ndarray:
         """Map user-scale values (by variable name) to the flat unconstrained vector."""

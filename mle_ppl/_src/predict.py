@@ -80,7 +80,7 @@ def mean_function(lik: Likelihood):
         outs, x = _joined(lik, means)
         jacs = [pytensor.gradient.jacobian(m.ravel(), x, vectorize=True,
                                            disconnected_inputs="ignore") for m in outs]
-        fn = _compile([x], [*outs, *jacs], lik.mode)
+        fn = _compile([x], [*outs, *jacs], lik.mode, model=lik.model)
         _MEAN[lik] = fn
     return fn
 

@@ -350,7 +350,7 @@ def _expression_fn(lik, expr):
     grad = pt.grad(g, lik._x)
     hess = pytensor.gradient.jacobian(grad, lik._x, vectorize=True,
                                       disconnected_inputs="ignore")
-    fn0 = _compile([lik._x], [g, grad, hess], lik.mode)
+    fn0 = _compile([lik._x], [g, grad, hess], lik.mode, model=lik.model)
 
     def fn(x):
         c, a, h = fn0(np.asarray(x, dtype=float))

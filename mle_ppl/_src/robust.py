@@ -69,7 +69,7 @@ def _score_fn(lik: Likelihood):
         rows = row_loglik_graph(lik)
         jac = pytensor.gradient.jacobian(rows, lik._x, vectorize=True,
                                          disconnected_inputs="ignore")
-        fn = _compile([lik._x], jac, lik.mode)
+        fn = _compile([lik._x], jac, lik.mode, model=lik.model)
         _JAC[lik] = fn
     return fn
 
