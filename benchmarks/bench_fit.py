@@ -438,13 +438,15 @@ def header() -> dict:
     import mle_ppl
 
     info["mle_ppl"] = mle_ppl.__version__
-    from mle_ppl._src.likelihood import DEFAULT_MODE
+    from mle_ppl._src.likelihood import DEFAULT_MODE, SMALL_DATA, SMALL_MODE
 
-    info["mle_ppl_mode"] = DEFAULT_MODE
+    # "auto": the Python VM for data of <= SMALL_DATA elements (the cold small model), Numba above
+    info["mle_ppl_mode"] = f"{DEFAULT_MODE} (<= {SMALL_DATA} data elements: {SMALL_MODE})"
     import pytensor
     from pytensor.compile.mode import get_mode
 
-    info["mle_ppl_linker"] = type(get_mode(DEFAULT_MODE).linker).__name__
+    info["mle_ppl_linker"] = (f"{type(get_mode('FAST_RUN').linker).__name__}; small data: "
+                              f"{type(get_mode(SMALL_MODE).linker).__name__}")
     info["pytensor_default_linker"] = type(get_mode(None).linker).__name__
 
     with warnings.catch_warnings():

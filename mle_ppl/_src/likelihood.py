@@ -35,10 +35,59 @@ FLAT_OPS = ("FlatRV", "HalfFlatRV", "UniformRV")
 #: Observed distributions whose likelihood can separate (probabilities driven to 0 or 1).
 DISCRETE_OUTCOME_OPS = ("BernoulliRV", "BinomialRV", "CategoricalRV", "MultinomialRV")
 
-# PyTensor 3's default mode: the Numba linker, which brings its own BLAS-backed kernels. (The C
-# backend, "CVM", warns on a pip install that it cannot link a BLAS library and is then several
-# times slower for the Hessian's matrix products.)
-DEFAULT_MODE = "FAST_RUN"
+#: ``mode="auto"`` (the default) picks one of two compilation modes by the size of the data:
+#:
+#: - ``"FAST_RUN"``, PyTensor 3's default: all graph rewrites and the Numba linker, with fused
+#:   loops and BLAS kernels. The fastest per call, but a model's first fit pays for it: ~1 s of
+#:   rewriting per compiled function, ~0.6 s to import Numba and ~0.5 s to load its cache.
+#:   (The C backend, "CVM", warns on a pip install that it cannot link a BLAS library and is then
+#:   several times slower for the Hessian's matrix products.)
+#: - ``"MLE_PPL_SMALL"``: PyTensor's Python virtual machine (NumPy kernels, no C or Numba) after
+#:   the canonicalize and *stabilize* rewrites only (stabilize turns ``log(sigmoid(x))`` into
+#:   ``log_sigmoid(x)`` and the like; without it an extreme linear predictor gives ``inf``).
+#:   Compiling is 2-4x faster and nothing is imported; a call costs ~1-2 ms of interpreter
+#:   overhead, which is noise on small data.
+#:
+#: Data of at most :data:`SMALL_DATA` elements (all ``pm.Data`` containers and observed arrays
+#: together) get the second.
+DEFAULT_MODE = "auto"
+SMALL_MODE = "MLE_PPL_SMALL"
+SMALL_DATA = 50_000
+
+
+def _register_small_mode() -> None:
+    from pytensor.compile.mode import Mode, predefined_modes, register_mode
+    from pytensor.graph.rewriting.db import RewriteDatabaseQuery
+    from pytensor.link.vm import VMLinker
+
+    if SMALL_MODE not in predefined_modes:
+        register_mode(SMALL_MODE, Mode(
+            linker=VMLinker(use_cloop=False, c_thunks=False),
+            optimizer=RewriteDatabaseQuery(include=["fast_compile", "canonicalize", "stabilize"],
+                                           exclude=["inplace"])))
+
+
+_register_small_mode()
+
+
+def data_size(model: pm.Model) -> int:
+    """Number of elements in the model's data containers and constant observed arrays."""
+    total = 0
+    for var in model.data_vars:
+        if hasattr(var, "get_value"):
+            total += int(np.size(var.get_value(borrow=True)))
+    for rv in model.observed_RVs:
+        value = model.rvs_to_values[rv]
+        if hasattr(value, "data"):
+            total += int(np.size(value.data))
+    return total
+
+
+def resolve_mode(mode: str, model: pm.Model) -> str:
+    """``"auto"`` -> ``"MLE_PPL_SMALL"`` or ``"FAST_RUN"`` by :func:`data_size`; others as given."""
+    if mode != "auto":
+        return mode
+    return SMALL_MODE if data_size(model) <= SMALL_DATA else "FAST_RUN"
 
 _compile_lock = threading.Lock()
 #: Number of PyTensor functions compiled by mle-ppl in this process (tests count recompilations).
@@ -60,8 +109,30 @@ def _compile(inputs, outputs, mode, *, model: pm.Model | None = None):
         # user can act on, so it is not shown.
         warnings.filterwarnings("ignore", message="Numba will use object mode",
                                 category=UserWarning)
-        return pm.pytensorf.compile(inputs, outputs, mode=get_mode(mode),
-                                    on_unused_input="ignore")
+        fn = pm.pytensorf.compile(inputs, outputs, mode=get_mode(mode),
+                                  on_unused_input="ignore")
+    return _Quiet(fn) if mode == SMALL_MODE else fn
+
+
+class _Quiet:
+    """A compiled function run with NumPy's floating-point warnings off.
+
+    The Python-VM mode evaluates with NumPy kernels, which warn on ``inf - inf`` or ``log(0)``
+    where the Numba kernels silently give ``nan``/``-inf``; the optimizers treat non-finite values
+    themselves (a step to them is rejected), so the warnings would only be noise.
+    """
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, *args, **kwargs):
+        with np.errstate(all="ignore"):
+            return self.fn(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.fn, name)
 
 
 @dataclass(frozen=True)
@@ -187,7 +258,8 @@ class Likelihood:
     likelihood_only : bool
         Accept proper priors and drop them from the objective.
     mode : str
-        PyTensor compilation mode (``"FAST_RUN"``, PyTensor's default: Numba).
+        PyTensor compilation mode: ``"auto"`` (default; see :data:`DEFAULT_MODE`), or any
+        PyTensor mode name (``"FAST_RUN"``: Numba; ``"MLE_PPL_SMALL"``: Python VM).
 
     Notes
     -----
@@ -197,7 +269,7 @@ class Likelihood:
 
     def __init__(self, model: pm.Model, *, likelihood_only: bool = False, mode: str = DEFAULT_MODE):
         self.model = model
-        self.mode = mode
+        self.mode = resolve_mode(mode, model)
         self.notes = tuple(check_model(model, likelihood_only=likelihood_only))
         self.likelihood_only = likelihood_only
         point = model.initial_point()
@@ -427,6 +499,7 @@ _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def likelihood_for(model: pm.Model, *, likelihood_only: bool = False,
                    mode: str = DEFAULT_MODE) -> Likelihood:
     """Return the cached :class:`Likelihood` of ``model`` (compiled once per model and options)."""
+    mode = resolve_mode(mode, model)
     per_model = _CACHE.setdefault(model, {})
     key = (likelihood_only, mode)
     if key not in per_model:

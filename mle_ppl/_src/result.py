@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 import html
 import math
+import statistics
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from scipy.special import ndtr, ndtri  # normal cdf / quantile (scipy.stats is slow to import)
 
 from mle_ppl._src.errors import MLEError
 
@@ -25,6 +25,18 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     a = np.array(a, dtype=float, copy=True)
     a.flags.writeable = False
     return a
+
+
+def _normal_quantile(q: float) -> float:
+    """Standard normal quantile (stdlib: scipy.special/stats cost 0.3-1.5 s to import)."""
+    return statistics.NormalDist().inv_cdf(q)
+
+
+def _two_sided_p(z: np.ndarray) -> np.ndarray:
+    """Two-sided normal p-values ``2 (1 - Phi(|z|)) = erfc(|z| / sqrt 2)``, accurate in the tail."""
+    z = np.asarray(z, dtype=float)
+    return np.array([math.erfc(abs(v) / math.sqrt(2.0)) if not math.isnan(v)
+                     else np.nan for v in z.ravel()]).reshape(z.shape)
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -157,7 +169,7 @@ class MLEFit:
 
             with self.bound():
                 return profile_conf_int(self, level=level)
-        z = ndtri(0.5 + level / 2)
+        z = _normal_quantile(0.5 + level / 2)
         se = self.std_errors.to_numpy()
         est = np.array(self.theta)
         return pd.DataFrame({"lower": est - z * se, "upper": est + z * se},
@@ -178,11 +190,11 @@ class MLEFit:
             cov = self.robust_cov(cov_type, groups=groups).to_numpy()
             se = np.sqrt(np.clip(np.diag(cov), 0, None))
             se = np.where(np.isfinite(np.diag(cov)), se, np.nan)
-            zq = ndtri(0.5 + level / 2)
+            zq = _normal_quantile(0.5 + level / 2)
             ci = pd.DataFrame({"lower": est - zq * se, "upper": est + zq * se})
         with np.errstate(divide="ignore", invalid="ignore"):
             z = est / se
-        p = 2 * ndtr(-np.abs(z))
+        p = _two_sided_p(z)
         return pd.DataFrame({"estimate": est, "std_err": se, "z": z, "p_value": p,
                              "ci_lower": ci["lower"].to_numpy(),
                              "ci_upper": ci["upper"].to_numpy()}, index=list(self.labels))
