@@ -61,12 +61,13 @@ LONGLEY_SE = [890420.383607373, 84.9149257747669, 0.334910077722432e-01, 0.48839
 LONGLEY_RSD = 304.854073561965
 
 
+@pytest.mark.parametrize("mode", ["auto", "FAST_RUN"])  # auto: the Python-VM mode here
 @pytest.mark.parametrize("method", ["newton", "lbfgs"])
-def test_longley_certified(method):
+def test_longley_certified(method, mode):
     d = sm.datasets.longley.load_pandas().data
     cols = ["GNPDEFL", "GNP", "UNEMP", "ARMED", "POP", "YEAR"]
     fit = mle_ppl.fit(gaussian_linear(d[cols].to_numpy(), d.TOTEMP.to_numpy(), cols),
-                      method=method)
+                      method=method, mode=mode)
     n, k = 16, 7
     # >= 9 significant digits on the estimates (the bar; Newton reaches ~11-12)
     np.testing.assert_allclose(fit.theta[:7], LONGLEY_B, rtol=1e-9)

@@ -102,3 +102,46 @@ def test_fit_is_identical_without_allocation_tuning(monkeypatch):
     plain = mle_ppl.fit(m)
     np.testing.assert_array_equal(tuned.theta, plain.theta)
     np.testing.assert_array_equal(tuned.cov, plain.cov)
+
+
+# ------------------------------------------------------------------ compilation modes ("auto")
+def test_auto_mode_follows_data_size():
+    from mle_ppl._src.likelihood import SMALL_DATA, SMALL_MODE
+
+    small = logistic(np.ones((10, 2)), np.array([0, 1] * 5))
+    assert likelihood_for(small).mode == SMALL_MODE
+    n = SMALL_DATA // 2 + 1  # X (n x 2) alone is above the threshold
+    big = logistic(np.ones((n, 2)), np.zeros(n, dtype=int))
+    assert likelihood_for(big).mode == "FAST_RUN"
+    assert likelihood_for(small, mode="FAST_RUN").mode == "FAST_RUN"  # explicit mode wins
+
+
+@pytest.mark.parametrize("mode", ["MLE_PPL_SMALL", "FAST_RUN"])
+def test_both_modes_match_statsmodels_logit(mode):
+    import statsmodels.api as sm
+
+    n = 400
+    Xl = np.column_stack([np.ones(n), RNG.normal(size=(n, 3))])
+    y = (RNG.random(n) < 1 / (1 + np.exp(-Xl @ [0.3, 1.0, -0.5, 0.2]))).astype(int)
+    ref = sm.Logit(y, Xl).fit(disp=0, tol=1e-12)
+    fit = mle_ppl.fit(logistic(Xl, y), mode=mode)
+    # same tolerances as the statsmodels tests of test_engine.py (1e-8 params, 1e-6 SEs)
+    np.testing.assert_allclose(fit.theta, ref.params, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(fit.std_errors.to_numpy(), ref.bse, rtol=1e-6)
+
+
+def test_small_mode_keeps_the_stabilizing_rewrites():
+    # log(sigmoid(eta)) at eta = -800 is -800, not -inf: without PyTensor's "stabilize" rewrites
+    # the Python-VM mode would return inf for this NLL
+    Xl = np.array([[1.0], [1.0]])
+    y = np.array([1, 0])
+    m = logistic(Xl, y)
+    small = likelihood_for(m, mode="MLE_PPL_SMALL")
+    fast = likelihood_for(m, mode="FAST_RUN")
+    for beta in (-800.0, 800.0):
+        f_small, g_small = small.value_and_grad(np.array([beta]))
+        f_fast, g_fast = fast.value_and_grad(np.array([beta]))
+        assert np.isfinite(f_small)
+        np.testing.assert_allclose(f_small, f_fast, rtol=1e-12)
+        np.testing.assert_allclose(g_small, g_fast, rtol=1e-12)
+        np.testing.assert_allclose(f_small, 800.0, rtol=1e-12)  # one term is 0, the other 800
