@@ -98,45 +98,51 @@ def _runaway(x, bounded, limit):
     return tuple(int(i) for i in np.flatnonzero(np.asarray(bounded) & (np.abs(x) > limit)))
 
 
-def _solve_1d(value_and_grad, x, i, max_expand=7):
+def _solve_1d(value_and_grad, x, i, f, g, max_expand=7):
     """Move coordinate ``i`` of ``x`` to a root of the partial derivative (bracket + Illinois).
 
     Used on log/interval-scale coordinates, where the NLL is exponential on one side: Newton
     crawls there (step ~0.5 per iteration) while a bracketed root search needs ~10 evaluations.
+    ``f, g`` are the value and gradient at ``x``; returns the new ``(x, f, g)``.
     """
-    f, g = value_and_grad(x)
     if not np.isfinite(f) or g[i] == 0:
-        return x
+        return x, f, g
     direction = -np.sign(g[i])
-    a, ga = x[i], g[i]
+    a, ga, fa_full, a_x = x[i], g[i], (f, g), x
     step = 1.0
     b = None
+    gb = None
     for _ in range(max_expand):
-        cand = x.copy()
+        cand = a_x.copy()
         cand[i] = a + direction * step
         fc, gc = value_and_grad(cand)
         if not np.isfinite(fc):
             step *= 0.25
             continue
         if np.sign(gc[i]) != np.sign(ga):
-            b = cand[i]
+            b, gb = cand[i], gc[i]
             break
-        if fc > f:
+        if fc > fa_full[0]:
             break
-        a, ga, f = cand[i], gc[i], fc
+        a, ga, fa_full, a_x = cand[i], gc[i], (fc, gc), cand
         step *= 4.0
-    x = x.copy()
     if b is None:
-        x[i] = a
-        return x
+        return a_x, *fa_full
+    last = {}
 
     def gi(t):
-        c = x.copy()
+        c = a_x.copy()
         c[i] = t
-        return value_and_grad(c)[1][i]
+        fc, gc = value_and_grad(c)
+        last[t] = (c, fc, gc)
+        return gc[i]
 
-    x[i] = _illinois(gi, a, b, ga, gc[i], xtol=1e-3, maxiter=40, bisect_above=1.0)
-    return x
+    root = _illinois(gi, a, b, ga, gb, xtol=1e-3, maxiter=40, bisect_above=1.0)
+    if root in last and np.isfinite(last[root][1]):
+        return last[root]
+    c = a_x.copy()
+    c[i] = root
+    return (c, *value_and_grad(c))
 
 
 def _illinois(fun, a, b, fa, fb, *, xtol, maxiter, bisect_above=np.inf):
@@ -178,39 +184,39 @@ def _illinois(fun, a, b, fa, fb, *, xtol, maxiter, bisect_above=np.inf):
     return c
 
 
-def warm_start(value_and_grad, hessian, x0, bounded, rounds=1):
-    """Block start: 1-D root search on bounded (scale) coordinates, a Newton step on the rest.
+def warm_start(value_and_grad, hessian, x0, bounded, rounds=1, start_value=None):
+    """Block start: a Newton step on the free coordinates, then a 1-D root search on each
+    bounded (scale) coordinate, ``rounds`` times. Returns ``(x, f, g)``.
 
-    For a Gaussian model this is: σ given β, then least squares given σ, then σ again; for
-    models without bounded parameters it returns ``x0`` unchanged.
+    For a Gaussian model one round is: least squares for the coefficients (the Newton step in
+    them does not depend on σ), then σ given them; for models without bounded parameters it
+    returns ``x0`` unchanged.
     """
     x = np.array(x0, dtype=float)
-    if bounded is None or not np.any(bounded):
-        return x
+    f, g = start_value if start_value is not None else value_and_grad(x)
+    if bounded is None or not np.any(bounded) or not np.isfinite(f):
+        return x, f, g
     idx_b = np.flatnonzero(bounded)[:20]
     free = ~np.asarray(bounded)
-    for r in range(rounds + 1):
+    for _ in range(rounds):
+        if free.any():
+            H = hessian(x)[np.ix_(free, free)]
+            if np.all(np.isfinite(H)):
+                d, w, V = _scaled_eigh(H)
+                wmax = max(np.max(np.abs(w)), 1e-300)
+                w = np.maximum(w, 1e-10 * wmax)
+                step = d * -(V @ ((V.T @ (d * g[free])) / w))
+                for _ in range(20):
+                    cand = x.copy()
+                    cand[free] += step
+                    fc, gc = value_and_grad(cand)
+                    if np.isfinite(fc) and fc < f:
+                        x, f, g = cand, fc, gc
+                        break
+                    step *= 0.5
         for i in idx_b:
-            x = _solve_1d(value_and_grad, x, i)
-        if r == rounds or not free.any():
-            break
-        f, g = value_and_grad(x)
-        H = hessian(x)[np.ix_(free, free)]
-        if not np.all(np.isfinite(H)):
-            break
-        d, w, V = _scaled_eigh(H)
-        wmax = max(np.max(np.abs(w)), 1e-300)
-        w = np.maximum(w, 1e-10 * wmax)
-        step = d * -(V @ ((V.T @ (d * g[free])) / w))
-        for _ in range(20):
-            cand = x.copy()
-            cand[free] += step
-            fc, _ = value_and_grad(cand)
-            if np.isfinite(fc) and fc < f:
-                x = cand
-                break
-            step *= 0.5
-    return x
+            x, f, g = _solve_1d(value_and_grad, x, i, f, g)
+    return x, f, g
 
 
 #: Newton decrement (predicted NLL decrease to the optimum) below which Newton stops taking
@@ -275,11 +281,7 @@ def newton(value_and_grad, hessian, x0, *, tol=1e-10, max_iter=200, refine=8,
         count[0] += 1
         return value_and_grad(z)
 
-    x = warm_start(counted, hessian, x0, bounded)
-    if start_value is not None and np.array_equal(x, x0):
-        f, g = start_value  # the caller already evaluated the start
-    else:
-        f, g = counted(x)
+    x, f, g = warm_start(counted, hessian, x0, bounded, start_value=start_value)
     H_at_x = None  # the Hessian at the current x, when known
     if not np.isfinite(f):
         return OptimResult(x, f, g, 0, count[0], False,
@@ -374,7 +376,7 @@ def newton(value_and_grad, hessian, x0, *, tol=1e-10, max_iter=200, refine=8,
 def lbfgs(value_and_grad, hessian, x0, *, tol=1e-10, max_iter=2000, progress: Progress = None,
           bounded=None, runaway=30.0, **_) -> OptimResult:
     """L-BFGS-B (SciPy) on the Jacobi-scaled problem; the scaling uses the Hessian at ``x0``."""
-    x0 = warm_start(value_and_grad, hessian, x0, bounded, rounds=2)
+    x0 = warm_start(value_and_grad, hessian, x0, bounded, rounds=2)[0]
     H0 = hessian(x0)
     diag = np.abs(np.diag(H0)) if np.all(np.isfinite(H0)) else np.ones_like(x0)
     d = 1.0 / np.sqrt(np.where(diag > 0, diag, 1.0))
