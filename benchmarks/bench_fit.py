@@ -70,7 +70,7 @@ QUICK_CASES = ("logit_1e4", "logit_1e5")
 #: Tools per kind, in the order of the table. The first is mle-ppl, the second the reference.
 TOOLS = {
     "logit": ("mle_ppl", "statsmodels", "sklearn_lbfgs", "sklearn_newton_cholesky",
-              "find_map_se", "find_map"),
+              "sklearn_lbfgs_tight", "sklearn_newton_cholesky_tight", "find_map_se", "find_map"),
     "gauss": ("mle_ppl", "statsmodels", "sklearn", "numpy_lstsq", "find_map_se", "find_map"),
 }
 LABELS = {
@@ -78,6 +78,8 @@ LABELS = {
     "statsmodels": "statsmodels (+SE)",
     "sklearn_lbfgs": "sklearn LogReg lbfgs",
     "sklearn_newton_cholesky": "sklearn LogReg newton-chol",
+    "sklearn_lbfgs_tight": "sklearn lbfgs tol=1e-10",
+    "sklearn_newton_cholesky_tight": "sklearn newton-chol tol=1e-10",
     "sklearn": "sklearn LinearRegression",
     "numpy_lstsq": "numpy lstsq (+SE)",
     "find_map_se": "pm.find_MAP (+hessian SE)",
@@ -276,12 +278,14 @@ class Statsmodels(Tool):
 class SklearnLogit(Tool):
     has_se = False
     solver = "lbfgs"
+    tol = 1e-4  # scikit-learn's default
 
     def run(self):
         from sklearn.linear_model import LogisticRegression
 
         # C=np.inf is scikit-learn's unpenalised logistic regression (penalty=None deprecated)
-        est = LogisticRegression(C=np.inf, fit_intercept=False, solver=self.solver, max_iter=1000)
+        est = LogisticRegression(C=np.inf, fit_intercept=False, solver=self.solver,
+                                 max_iter=10_000, tol=self.tol)
         est.fit(self.data["X"], self.data["y"])
         self.last = {"iterations": int(np.max(est.n_iter_))}
         return est.coef_.ravel(), None
@@ -289,6 +293,16 @@ class SklearnLogit(Tool):
 
 class SklearnLogitNC(SklearnLogit):
     solver = "newton-cholesky"
+
+
+class SklearnLogitTight(SklearnLogit):
+    """lbfgs asked for mle-ppl's accuracy: the same optimum to ~1e-8, still no standard errors."""
+
+    tol = 1e-10
+
+
+class SklearnLogitNCTight(SklearnLogitNC):
+    tol = 1e-10
 
 
 class SklearnLinear(Tool):
@@ -316,7 +330,8 @@ class NumpyLstsq(Tool):
 
 TOOL_CLASSES = {
     "mle_ppl": MlePpl, "statsmodels": Statsmodels, "sklearn_lbfgs": SklearnLogit,
-    "sklearn_newton_cholesky": SklearnLogitNC, "sklearn": SklearnLinear,
+    "sklearn_newton_cholesky": SklearnLogitNC, "sklearn_lbfgs_tight": SklearnLogitTight,
+    "sklearn_newton_cholesky_tight": SklearnLogitNCTight, "sklearn": SklearnLinear,
     "numpy_lstsq": NumpyLstsq, "find_map_se": FindMapSE, "find_map": FindMap,
 }
 
