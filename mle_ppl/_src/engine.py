@@ -139,7 +139,7 @@ def fit(
         Show a progress bar (rich) with the loss and gradient norm.
     mode : str
         PyTensor compilation mode. ``"auto"`` (default): a quick-to-compile Python-VM mode for
-        data of at most 50,000 elements, PyTensor's ``"FAST_RUN"`` (Numba) above that.
+        data of at most 10,000 elements, PyTensor's ``"FAST_RUN"`` (Numba) above that.
     warn : bool
         Also emit each diagnostic as a Python warning (they are always in ``fit.warnings``).
     starts : int

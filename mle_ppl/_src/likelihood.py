@@ -45,14 +45,17 @@ DISCRETE_OUTCOME_OPS = ("BernoulliRV", "BinomialRV", "CategoricalRV", "Multinomi
 #: - ``"MLE_PPL_SMALL"``: PyTensor's Python virtual machine (NumPy kernels, no C or Numba) after
 #:   the canonicalize and *stabilize* rewrites only (stabilize turns ``log(sigmoid(x))`` into
 #:   ``log_sigmoid(x)`` and the like; without it an extreme linear predictor gives ``inf``).
-#:   Compiling is 2-4x faster and nothing is imported; a call costs ~1-2 ms of interpreter
-#:   overhead, which is noise on small data.
+#:   Compiling is 2-4x faster and Numba is never imported. A call costs ~1 ms of interpreter
+#:   overhead, plus ~2 µs per element for the few scalar ops that NumPy has no ufunc for and
+#:   PyTensor then loops over in Python (``softplus`` in the Bernoulli/logistic log-probability:
+#:   5 ms per gradient at 2,000 rows), which is why the mode stops at small data.
 #:
 #: Data of at most :data:`SMALL_DATA` elements (all ``pm.Data`` containers and observed arrays
-#: together) get the second.
+#: together) get the second: there a fit's ~10-30 calls cost less than Numba's compile, and a
+#: profile likelihood's ~1,000 calls about as much.
 DEFAULT_MODE = "auto"
 SMALL_MODE = "MLE_PPL_SMALL"
-SMALL_DATA = 50_000
+SMALL_DATA = 10_000
 
 
 def _register_small_mode() -> None:
