@@ -5,7 +5,8 @@ Declare a conditional likelihood p(y | x; θ) as a PyMC model with flat priors; 
 like a statistician expects.
 """
 
-from mle_ppl._src.engine import fit
+from typing import TYPE_CHECKING
+
 from mle_ppl._src.errors import (
     BoundaryWarning,
     ConvergenceWarning,
@@ -19,14 +20,34 @@ from mle_ppl._src.errors import (
     SamplingWarning,
     SeparationWarning,
 )
-from mle_ppl._src.likelihood import Likelihood, likelihood_for
-from mle_ppl._src.modelfile import ModelSpec, list_models, load_model, loads_model, make_prior
-from mle_ppl._src.optimize import METHODS
-from mle_ppl._src.result import MLEFit
 
-# Heavier parts (ArviZ statistics and plots, matplotlib, sampling) are imported on first use, so
-# `import mle_ppl` and a plain fit stay fast in a fresh process.
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load on first use (below)
+    from mle_ppl._src.engine import fit
+    from mle_ppl._src.likelihood import Likelihood, likelihood_for
+    from mle_ppl._src.modelfile import (
+        ModelSpec,
+        list_models,
+        load_model,
+        loads_model,
+        make_prior,
+    )
+    from mle_ppl._src.optimize import METHODS
+    from mle_ppl._src.result import MLEFit
+
+# Everything but the exceptions loads on first use: the engine needs PyMC (1.4 s to import), and
+# ArviZ statistics and plots, matplotlib and sampling more still. `import mle_ppl` stays instant,
+# so `mle-ppl --help` does too; `mle_ppl.fit` pays for PyMC when first touched.
 _LAZY = {
+    "fit": "engine",
+    "Likelihood": "likelihood",
+    "likelihood_for": "likelihood",
+    "ModelSpec": "modelfile",
+    "list_models": "modelfile",
+    "load_model": "modelfile",
+    "loads_model": "modelfile",
+    "make_prior": "modelfile",
+    "METHODS": "optimize",
+    "MLEFit": "result",
     "sample": "bayes",
     "BootstrapResult": "bootstrap",
     "bootstrap": "bootstrap",

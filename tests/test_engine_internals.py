@@ -145,3 +145,16 @@ def test_small_mode_keeps_the_stabilizing_rewrites():
         np.testing.assert_allclose(f_small, f_fast, rtol=1e-12)
         np.testing.assert_allclose(g_small, g_fast, rtol=1e-12)
         np.testing.assert_allclose(f_small, 800.0, rtol=1e-12)  # one term is 0, the other 800
+
+
+def test_import_and_cli_help_do_not_import_pymc():
+    # `import mle_ppl` and `mle-ppl --help` must stay instant: PyMC (1.4 s) loads on first use
+    import subprocess
+    import sys
+
+    code = ("import sys, mle_ppl; from mle_ppl._src.cli import build_parser; "
+            "build_parser().format_help(); "
+            "print('pymc' in sys.modules, 'pytensor' in sys.modules); "
+            "mle_ppl.fit; print('pymc' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False", "True"]
