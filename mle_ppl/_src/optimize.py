@@ -138,11 +138,13 @@ def _solve_1d(value_and_grad, x, i, f, g, max_expand=7):
         return gc[i]
 
     root = _illinois(gi, a, b, ga, gb, xtol=1e-3, maxiter=40, bisect_above=1.0)
-    if root in last and np.isfinite(last[root][1]):
-        return last[root]
-    c = a_x.copy()
-    c[i] = root
-    return (c, *value_and_grad(c))
+    if root not in last:
+        gi(root)
+    found = last[root]
+    # the NLL falls from a to the root along this coordinate; keep a if anything went wrong
+    if np.isfinite(found[1]) and found[1] <= fa_full[0]:
+        return found
+    return a_x, *fa_full
 
 
 def _illinois(fun, a, b, fa, fb, *, xtol, maxiter, bisect_above=np.inf):
