@@ -158,3 +158,39 @@ def test_import_and_cli_help_do_not_import_pymc():
             "mle_ppl.fit; print('pymc' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False", "True"]
+
+
+# ------------------------------------------------------------------ warm-start root search
+def test_illinois_finds_the_scale_root_from_a_lopsided_bracket():
+    from mle_ppl._src.optimize import _illinois
+
+    # d NLL / d log(sigma) of a Gaussian with n = 16, RSS = 16 e^12: root at log(sigma) = 6,
+    # exponential on one side (the bracket [-10, 21] is what the warm start's expansion produces)
+    calls = []
+
+    def score(t):
+        calls.append(t)
+        return 16.0 - 16.0 * np.exp(12.0 - 2.0 * t)
+
+    root = _illinois(score, -10.0, 21.0, score(-10.0), score(21.0), xtol=1e-3, maxiter=40,
+                     bisect_above=1.0)
+    assert abs(root - 6.0) < 1e-3
+    assert len(calls) - 2 <= 20  # bisection to width 1 (5 steps), then superlinear
+
+
+def test_scale_search_never_returns_a_worse_point():
+    from mle_ppl._src.optimize import _solve_1d
+
+    # the NLL along coordinate 0 is (t - 2)^2 for t < 3 and not finite beyond: the search must
+    # end at a finite point no worse than its start
+    def vg(z):
+        t = z[0]
+        if t >= 3.0:
+            return np.nan, np.array([np.nan])
+        return (t - 2.0) ** 2, np.array([2.0 * (t - 2.0)])
+
+    x0 = np.array([0.0])
+    f0, g0 = vg(x0)
+    x, f, g = _solve_1d(vg, x0, 0, f0, g0)
+    assert np.isfinite(f) and f <= f0
+    np.testing.assert_allclose(vg(x)[0], f)
