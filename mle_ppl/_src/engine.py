@@ -190,22 +190,13 @@ def _fit(pm_model, name, table, spec, optimizer, *, method, likelihood_only, sta
         f0, g0 = lik.value_and_grad(x0)
     except (ValueError, IndexError) as err:
         raise _shape_error(pm_model, err) from None
-    start_value = (f0, g0)
+    start_value = (x0, f0, g0)
     if not np.isfinite(f0):
         x0 = _finite_start(lik, x0)
-        start_value = None
-    # only gradient descent needs n before optimizing (it descends the mean NLL); the fit's n_obs
-    # is counted from the pointwise log-likelihood at the optimum
-    n_obs = lik.count_obs(x0) if method == "gd" else 1
-    bounded = np.zeros(lik.n_params, dtype=bool)
-    for b in lik.blocks:
-        if b.transform is not None:
-            bounded[b.slice] = True
-    kwargs = {"tol": tol, "learning_rate": learning_rate, "n_obs": n_obs, "bounded": bounded}
+    kwargs = {"tol": tol, "learning_rate": learning_rate, "n_obs": lik.count_obs(x0),
+              "bounded": lik.bounded, "start_value": start_value}
     if max_iter is not None:
         kwargs["max_iter"] = max_iter
-    if method == "newton" and starts == 1:
-        kwargs["start_value"] = start_value
     report = None
     with _progress(progress, name, method) as cb:
         if starts != 1:
@@ -245,12 +236,8 @@ def _assemble(lik: Likelihood, res: OptimResult, *, name, table, spec, t0, warn,
     values, J = lik.constrained_and_jacobian(x)
     n_obs = lik.count_obs(x)
     loglik = -float(res.fun)
-    bounded = np.zeros(lik.n_params, dtype=bool)
-    for b in lik.blocks:
-        if b.transform is not None:
-            bounded[b.slice] = True
     diag = diagnose(x=x, grad_u=res.grad, hessian_u=H, jacobian=J, labels=lik.labels,
-                    converged=res.converged, optimizer_message=res.message, bounded=bounded,
+                    converged=res.converged, optimizer_message=res.message, bounded=lik.bounded,
                     runaway=res.runaway, pointwise=lambda: lik.pointwise(x),
                     discrete_outcome=lik.discrete_outcome, n_obs=n_obs,
                     loglik=loglik)

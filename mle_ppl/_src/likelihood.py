@@ -303,6 +303,13 @@ class Likelihood:
         self.labels: tuple[str, ...] = tuple(lab for b in blocks for lab in b.labels)
         self.observed_names = tuple(rv.name for rv in model.observed_RVs)
         self.observed_ops = tuple(type(rv.owner.op).__name__ for rv in model.observed_RVs)
+        #: coordinates with a transform (log sigma, ...): their estimate can sit at a bound
+        self.bounded = np.zeros(self.n_params, dtype=bool)
+        for b in blocks:
+            if b.transform is not None:
+                self.bounded[b.slice] = True
+        self.bounded.flags.writeable = False
+        self._n_obs_by_shapes: dict[tuple, int] = {}
         self._build_graph()
 
     # ------------------------------------------------------------------ graph
@@ -480,10 +487,9 @@ class Likelihood:
 
     def _n_obs_cached(self, x) -> int:
         key = tuple(np.shape(v) for _, v in self.snapshot())
-        cache = self.__dict__.setdefault("_n_obs_by_shapes", {})
-        if key not in cache:
-            cache[key] = self.n_obs(x)
-        return cache[key]
+        if key not in self._n_obs_by_shapes:
+            self._n_obs_by_shapes[key] = self.n_obs(x)
+        return self._n_obs_by_shapes[key]
 
     def n_obs(self, x: np.ndarray | None = None) -> int:
         """Number of observations: elements of the pointwise log-likelihood, over observed vars."""

@@ -195,7 +195,10 @@ def warm_start(value_and_grad, hessian, x0, bounded, rounds=1, start_value=None)
     returns ``x0`` unchanged.
     """
     x = np.array(x0, dtype=float)
-    f, g = start_value if start_value is not None else value_and_grad(x)
+    if start_value is not None and np.array_equal(start_value[0], x):
+        f, g = start_value[1], start_value[2]  # the caller already evaluated this point
+    else:
+        f, g = value_and_grad(x)
     if bounded is None or not np.any(bounded) or not np.isfinite(f):
         return x, f, g
     idx_b = np.flatnonzero(bounded)[:20]
@@ -269,7 +272,8 @@ def newton(value_and_grad, hessian, x0, *, tol=1e-10, max_iter=200, refine=8,
 
     Converged when the Newton decrement ``g' H^-1 g / 2`` (the predicted decrease of the NLL to
     the optimum, in log-likelihood units) is below ``tol`` at a positive definite Hessian.
-    ``start_value=(f, g)`` at ``x0`` saves one evaluation when the caller has it.
+    ``start_value=(x, f, g)``, a point the caller already evaluated, saves that evaluation when
+    ``x`` is the start.
 
     A Hessian costs about as much as a gradient on a large data set, so the last iterations
     reuse one: once a full Newton step lands where the decrement, measured with the previous
@@ -376,9 +380,9 @@ def newton(value_and_grad, hessian, x0, *, tol=1e-10, max_iter=200, refine=8,
 
 
 def lbfgs(value_and_grad, hessian, x0, *, tol=1e-10, max_iter=2000, progress: Progress = None,
-          bounded=None, runaway=30.0, **_) -> OptimResult:
+          bounded=None, runaway=30.0, start_value=None, **_) -> OptimResult:
     """L-BFGS-B (SciPy) on the Jacobi-scaled problem; the scaling uses the Hessian at ``x0``."""
-    x0 = warm_start(value_and_grad, hessian, x0, bounded, rounds=2)[0]
+    x0 = warm_start(value_and_grad, hessian, x0, bounded, rounds=2, start_value=start_value)[0]
     H0 = hessian(x0)
     diag = np.abs(np.diag(H0)) if np.all(np.isfinite(H0)) else np.ones_like(x0)
     d = 1.0 / np.sqrt(np.where(diag > 0, diag, 1.0))
