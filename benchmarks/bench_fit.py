@@ -19,7 +19,8 @@ How it measures
   on this shared machine hits all tools alike. The time is the median over the repeats.
 * mle-ppl (warm): one ``pm.Model`` built on ``pm.Data`` containers; each repeat does
   ``pm.set_data`` with fresh data of the same shape (not timed) and times ``mle_ppl.fit(m)`` plus
-  ``fit.std_errors``. ``mle_ppl._src.likelihood.COMPILE_COUNT`` must not move after the warm-up.
+  ``fit.std_errors``. ``mle_ppl._src.engine.likelihood.COMPILE_COUNT`` must not move after
+  the warm-up.
 * ``pymc.find_MAP`` runs on the same ``pm.Model`` (same data), as users call it: it compiles its
   functions on every call. ``compute_hessian=True`` gives it standard errors (the row the target
   uses); the row without it is printed for reference.
@@ -453,7 +454,7 @@ def header() -> dict:
     import mle_ppl
 
     info["mle_ppl"] = mle_ppl.__version__
-    from mle_ppl._src.likelihood import DEFAULT_MODE, SMALL_DATA, SMALL_MODE
+    from mle_ppl._src.engine.likelihood import DEFAULT_MODE, SMALL_DATA, SMALL_MODE
 
     # "auto": the Python VM for data of <= SMALL_DATA elements (the cold small model), Numba above
     info["mle_ppl_mode"] = f"{DEFAULT_MODE} (<= {SMALL_DATA} data elements: {SMALL_MODE})"

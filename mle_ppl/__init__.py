@@ -22,53 +22,53 @@ from mle_ppl._src.errors import (
 )
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load on first use (below)
-    from mle_ppl._src.engine import fit
-    from mle_ppl._src.likelihood import Likelihood, likelihood_for
-    from mle_ppl._src.modelfile import (
+    from mle_ppl._src.api.result import MLEFit
+    from mle_ppl._src.engine.fit import fit
+    from mle_ppl._src.engine.likelihood import Likelihood, likelihood_for
+    from mle_ppl._src.engine.optimize import METHODS
+    from mle_ppl._src.model.modelfile import (
         ModelSpec,
         list_models,
         load_model,
         loads_model,
         make_prior,
     )
-    from mle_ppl._src.optimize import METHODS
-    from mle_ppl._src.result import MLEFit
 
 # Everything but the exceptions loads on first use: the engine needs PyMC (1.4 s to import), and
 # ArviZ statistics and plots, matplotlib and sampling more still. `import mle_ppl` stays instant,
 # so `mle-ppl --help` does too; `mle_ppl.fit` pays for PyMC when first touched.
 _LAZY = {
-    "fit": "engine",
-    "Likelihood": "likelihood",
-    "likelihood_for": "likelihood",
-    "ModelSpec": "modelfile",
-    "list_models": "modelfile",
-    "load_model": "modelfile",
-    "loads_model": "modelfile",
-    "make_prior": "modelfile",
-    "METHODS": "optimize",
-    "MLEFit": "result",
-    "sample": "bayes",
-    "BootstrapResult": "bootstrap",
-    "bootstrap": "bootstrap",
-    "ClosedFormCheck": "closed_form",
-    "OptimizerComparison": "closed_form",
-    "UnderflowDemo": "closed_form",
-    "closed_form_check": "closed_form",
-    "compare_optimizers": "closed_form",
-    "underflow_demo": "closed_form",
-    "Comparison": "compare",
-    "compare": "compare",
-    "LRTResult": "lrt",
-    "ic_table": "lrt",
-    "lrt": "lrt",
-    "MultiStartReport": "multistart",
-    "plot_densities": "plots",
-    "plot_forest": "plots",
-    "predict": "predict",
-    "Profile": "profile",
-    "profile": "profile",
-    "robust_cov": "robust",
+    "fit": "engine.fit",
+    "Likelihood": "engine.likelihood",
+    "likelihood_for": "engine.likelihood",
+    "ModelSpec": "model.modelfile",
+    "list_models": "model.modelfile",
+    "load_model": "model.modelfile",
+    "loads_model": "model.modelfile",
+    "make_prior": "model.modelfile",
+    "METHODS": "engine.optimize",
+    "MLEFit": "api.result",
+    "sample": "bayes.sample",
+    "BootstrapResult": "inference.bootstrap",
+    "bootstrap": "inference.bootstrap",
+    "ClosedFormCheck": "report.closed_form",
+    "OptimizerComparison": "report.closed_form",
+    "UnderflowDemo": "report.closed_form",
+    "closed_form_check": "report.closed_form",
+    "compare_optimizers": "report.closed_form",
+    "underflow_demo": "report.closed_form",
+    "Comparison": "bayes.compare",
+    "compare": "bayes.compare",
+    "LRTResult": "inference.lrt",
+    "ic_table": "inference.lrt",
+    "lrt": "inference.lrt",
+    "MultiStartReport": "engine.multistart",
+    "plot_densities": "bayes.plots",
+    "plot_forest": "bayes.plots",
+    "predict": "inference.predict",
+    "Profile": "inference.profile",
+    "profile": "inference.profile",
+    "robust_cov": "inference.robust",
 }
 
 

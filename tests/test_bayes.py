@@ -15,7 +15,7 @@ import xarray as xr
 from _models import gaussian_linear, logistic
 
 import mle_ppl
-from mle_ppl._src.bayes import parse_prior, with_priors
+from mle_ppl._src.bayes.sample import parse_prior, with_priors
 
 
 def _separated():
@@ -152,7 +152,7 @@ def test_bundled_model_large_n_flat_posterior_near_mle():
 
 def test_bundled_model_file_priors_by_default():
     """The file's [priors] table is used unless priors='flat' (or file_priors=False)."""
-    from mle_ppl._src.bayes import _merge_priors
+    from mle_ppl._src.bayes.sample import _merge_priors
 
     spec = mle_ppl.load_model("logistic_regression")
 

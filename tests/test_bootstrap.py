@@ -7,8 +7,8 @@ import statsmodels.api as sm
 from scipy import stats
 
 import mle_ppl
-from mle_ppl._src import likelihood as L
-from mle_ppl._src.bootstrap import bca_interval
+from mle_ppl._src.engine import likelihood as L
+from mle_ppl._src.inference.bootstrap import bca_interval
 
 Y = np.random.default_rng(0).exponential(2.0, size=25)  # skewed: BCa differs from percentile
 

@@ -23,7 +23,7 @@ import pytest
 import xarray as xr
 
 from mle_ppl._src.cli import COMMANDS
-from mle_ppl._src.commands.demo import BAYES_MODEL, DEFAULT_MODELS
+from mle_ppl._src.cli.demo import BAYES_MODEL, DEFAULT_MODELS
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 

@@ -64,7 +64,7 @@ def test_table_layout_and_labels(gaussian):
     cmp, fit = gaussian["cmp"], gaussian["fit"]
     tab = cmp.table
     assert list(tab.index) == list(fit.labels) == ["alpha", "beta[a]", "beta[b]", "sigma"]
-    assert tuple(tab.columns) == mle_ppl._src.compare.COLUMNS
+    assert tuple(tab.columns) == mle_ppl._src.bayes.compare.COLUMNS
     np.testing.assert_allclose(tab["mle"], fit.estimates, rtol=0, atol=0)
     np.testing.assert_allclose(tab["std_err"], fit.std_errors, rtol=0, atol=0)
     z = stats.norm.ppf(0.975)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from mle_ppl import DataError, loads_model
-from mle_ppl._src.data import DataItem, bind, read_table
+from mle_ppl._src.model.data import DataItem, bind, read_table
 
 LINEAR = """
 [model]

@@ -13,7 +13,7 @@ import statsmodels.api as sm
 from _models import gaussian_linear, logistic, multinomial_logit, poisson
 
 import mle_ppl
-from mle_ppl._src import likelihood as likmod
+from mle_ppl._src.engine import likelihood as likmod
 
 RNG = np.random.default_rng(20261125)
 

@@ -14,9 +14,9 @@ import pytest
 from _models import gaussian_linear, logistic, multinomial_logit
 
 import mle_ppl
-from mle_ppl._src import alloc
-from mle_ppl._src.likelihood import likelihood_for
-from mle_ppl._src.optimize import newton
+from mle_ppl._src.engine import alloc
+from mle_ppl._src.engine.likelihood import likelihood_for
+from mle_ppl._src.engine.optimize import newton
 
 RNG = np.random.default_rng(7)
 
@@ -72,7 +72,7 @@ def test_newton_returns_the_hessian_at_its_final_point():
     Xl = np.column_stack([np.ones(n), RNG.normal(size=(n, 4))])
     y = (RNG.random(n) < 1 / (1 + np.exp(-Xl @ [0.3, 1.0, -0.5, 0.2, 0.0]))).astype(int)
     lik = likelihood_for(logistic(Xl, y))
-    res = newton(lik.value_and_grad, lik.hessian, lik.x0(), tol=1e-10)
+    res = newton(lik, lik.x0(), tol=1e-10)
     assert res.converged
     H = lik.hessian(res.x)
     if res.hessian is not None:  # it may leave the final Hessian to the caller
@@ -106,7 +106,7 @@ def test_fit_is_identical_without_allocation_tuning(monkeypatch):
 
 # ------------------------------------------------------------------ compilation modes ("auto")
 def test_auto_mode_follows_data_size():
-    from mle_ppl._src.likelihood import SMALL_DATA, SMALL_MODE
+    from mle_ppl._src.engine.likelihood import SMALL_DATA, SMALL_MODE
 
     small = logistic(np.ones((10, 2)), np.array([0, 1] * 5))
     assert likelihood_for(small).mode == SMALL_MODE
@@ -162,7 +162,7 @@ def test_import_and_cli_help_do_not_import_pymc():
 
 # ------------------------------------------------------------------ warm-start root search
 def test_illinois_finds_the_scale_root_from_a_lopsided_bracket():
-    from mle_ppl._src.optimize import _illinois
+    from mle_ppl._src.engine.optimize import _illinois
 
     # d NLL / d log(sigma) of a Gaussian with n = 16, RSS = 16 e^12: root at log(sigma) = 6,
     # exponential on one side (the bracket [-10, 21] is what the warm start's expansion produces)
@@ -179,7 +179,7 @@ def test_illinois_finds_the_scale_root_from_a_lopsided_bracket():
 
 
 def test_scale_search_never_returns_a_worse_point():
-    from mle_ppl._src.optimize import _solve_1d
+    from mle_ppl._src.engine.optimize import _solve_1d
 
     # the NLL along coordinate 0 is (t - 2)^2 for t < 3 and not finite beyond: the search must
     # end at a finite point no worse than its start

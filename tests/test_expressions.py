@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from scipy.special import expit, softmax
 
 from mle_ppl import ModelFileError
-from mle_ppl._src.expressions import (
+from mle_ppl._src.model.expressions import (
     FUNCTIONS,
     Expression,
     distributions,

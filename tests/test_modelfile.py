@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 import mle_ppl
 from mle_ppl import DataError, MLEError, ModelFileError, load_model, loads_model, make_prior
-from mle_ppl._src import likelihood as likelihood_module
-from mle_ppl._src.modelfile import spec_from_toml
+from mle_ppl._src.engine import likelihood as likelihood_module
+from mle_ppl._src.model.modelfile import spec_from_toml
 
 LINEAR = """
 [model]
@@ -389,7 +389,7 @@ def test_fuzz_found_examples_stay_fixed():
 @pytest.mark.parametrize("family", ["gaussian", "bernoulli", "binomial", "poisson",
                                     "negative_binomial", "gamma", "student_t"])
 def test_every_family_builds_its_distribution(family):
-    from mle_ppl._src.formula import FAMILIES
+    from mle_ppl._src.model.formula import FAMILIES
 
     rng = np.random.default_rng(0)
     df = pd.DataFrame({"x": rng.normal(size=12), "y": rng.integers(0, 2, size=12) + 1,

@@ -11,7 +11,7 @@ from _models import gaussian_linear  # noqa: E402
 from scipy import stats  # noqa: E402
 
 import mle_ppl  # noqa: E402
-from mle_ppl._src.plots import save_comparison_plots  # noqa: E402
+from mle_ppl._src.bayes.plots import save_comparison_plots  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import statsmodels.api as sm
 from scipy import stats
 
 import mle_ppl
-from mle_ppl._src import likelihood as L
+from mle_ppl._src.engine import likelihood as L
 
 RNG = np.random.default_rng(11)
 N = 80

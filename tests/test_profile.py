@@ -9,7 +9,7 @@ import statsmodels.api as sm
 from scipy import optimize, stats
 
 import mle_ppl
-from mle_ppl._src import likelihood as L
+from mle_ppl._src.engine import likelihood as L
 
 Q95 = stats.chi2.ppf(0.95, 1)
 

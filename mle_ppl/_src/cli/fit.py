@@ -1,0 +1,167 @@
+"""``mle-ppl fit MODEL``: maximum-likelihood fit of a model file on a data table."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+HELP = "fit a model file (or bundled model) by maximum likelihood"
+
+EXAMPLES = """\
+  mle-ppl fit linear_regression                      # a bundled model on its own data
+  mle-ppl fit model.toml --data mydata.csv           # your model file on your data
+  mle-ppl fit model.toml --data d.parquet --json     # one JSON document on stdout
+  mle-ppl fit logistic_regression --out fit.nc       # also save the ArviZ DataTree
+  mle-ppl fit model.py --data d.csv --method lbfgs --quiet; echo $?
+  mle-ppl fit poisson_exposure --ci profile --json  # profile-likelihood intervals
+  mle-ppl fit model.toml --data d.csv --cov cluster --cluster firm   # cluster-robust errors
+  mle-ppl fit mixture.toml --starts 20 --seed 1     # multi-start: warns about local optima
+
+exit status: 0 fitted; 1 fitted but not trustworthy (not converged, non-identifiable,
+separation, boundary: the output says why); 2 bad input (message on stderr, nothing on stdout).
+"""
+
+#: Output formats of ``--out``, by suffix.
+OUT_FORMATS = {".nc": "netcdf", ".zarr": "zarr"}
+
+
+def add_arguments(parser) -> None:
+    from mle_ppl._src.cli._common import add_model_arguments
+    from mle_ppl._src.engine.optimize import METHODS
+
+    add_model_arguments(parser)
+    parser.add_argument("--json", action="store_true",
+                        help="print exactly one JSON document on stdout")
+    parser.add_argument("--method", default="newton", choices=list(METHODS),
+                        help="optimizer (default: newton)")
+    parser.add_argument("--max-iter", type=int, default=None, metavar="N",
+                        help="iteration cap of the optimizer")
+    parser.add_argument("--out", metavar="FILE", default=None,
+                        help="also write the fit as an ArviZ DataTree: FILE.nc (netCDF) or "
+                             "FILE.zarr")
+    parser.add_argument("--ci", default="wald", choices=["wald", "profile"],
+                        help="confidence intervals: wald (default) or profile likelihood "
+                             "(open ends are null in JSON, with ci_open flags)")
+    parser.add_argument("--cov", default="nonrobust",
+                        choices=["nonrobust", "HC0", "HC1", "cluster"],
+                        help="covariance behind std_err and Wald intervals: the inverse observed "
+                             "information (default) or a sandwich (HC0, HC1, cluster)")
+    parser.add_argument("--cluster", metavar="COLUMN", default=None,
+                        help="grouping column of the data for --cov cluster")
+    parser.add_argument("--starts", type=int, default=1, metavar="K",
+                        help="optimizer starts (1 + K-1 jittered); reports whether they agree")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="random seed of the jittered starts")
+    parser.add_argument("--quiet", action="store_true",
+                        help="print nothing but the JSON document (with --json); the exit "
+                             "status tells the outcome")
+
+
+def _check_out(out: str | None) -> Path | None:
+    from mle_ppl._src.errors import MLEError
+
+    if out is None:
+        return None
+    path = Path(out)
+    if path.suffix not in OUT_FORMATS:
+        raise MLEError(f"--out {out!r}: unknown format {path.suffix or '(no suffix)'!r}; use a "
+                       f"name ending in {' or '.join(OUT_FORMATS)} (netCDF or zarr).")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise MLEError(f"--out {out!r}: the folder {str(parent)!r} does not exist.")
+    if path.suffix == ".zarr":
+        try:
+            import zarr  # noqa: F401
+        except ImportError:
+            raise MLEError("--out FILE.zarr needs the zarr package (pip install zarr); or use "
+                           "FILE.nc.") from None
+    return path
+
+
+def write_datatree(tree, path: Path) -> None:
+    """Write ``tree`` to ``path`` atomically: a temporary sibling, then a rename.
+
+    Nothing is left half-written: on any failure the temporary file is removed.
+    """
+    from mle_ppl._src.errors import MLEError
+
+    fmt = OUT_FORMATS[path.suffix]
+    parent = path.parent if str(path.parent) else Path(".")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=parent))
+    target = tmp / path.name
+    try:
+        if fmt == "netcdf":
+            tree.to_netcdf(target, engine="netcdf4")
+        else:
+            with warnings.catch_warnings():
+                # zarr 3 notes that consolidated metadata is not in its v3 spec; xarray reads it.
+                warnings.filterwarnings("ignore", message="Consolidated metadata")
+                tree.to_zarr(target)
+        if path.is_dir() and fmt == "zarr":
+            shutil.rmtree(path)
+        os.replace(target, path)
+    except OSError as err:
+        raise MLEError(f"--out {str(path)!r}: cannot write: {err.strerror or err}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(args) -> int:
+    from mle_ppl._src.engine.fit import fit
+    from mle_ppl._src.errors import MLEError
+
+    if args.max_iter is not None and args.max_iter < 1:
+        raise MLEError(f"--max-iter must be a positive integer; got {args.max_iter}.")
+    out = _check_out(args.out)
+    if (args.cov == "cluster") != (args.cluster is not None):
+        raise MLEError("--cov cluster and --cluster COLUMN go together: name the grouping "
+                       "column of the data with --cluster.")
+    if args.starts < 1:
+        raise MLEError(f"--starts must be a positive integer; got {args.starts}.")
+    from mle_ppl._src.cli._ui import progress_enabled
+
+    result = fit(args.model, args.data, method=args.method, max_iter=args.max_iter, warn=False,
+                 starts=args.starts, random_seed=args.seed,
+                 progress=progress_enabled(args.quiet))  # on stderr, only on a terminal
+    doc_kw = {"ci": args.ci, "cov_type": args.cov, "groups": args.cluster}
+    if out is not None:
+        write_datatree(result.to_datatree(), out)
+    status = 0 if result.trustworthy else 1
+    if args.json:
+        json.dump(result.to_dict(**doc_kw), sys.stdout, allow_nan=False)
+        sys.stdout.write("\n")
+    elif not args.quiet:
+        spec = result.spec
+        head = []
+        if spec is not None and spec.description:
+            head.append(f"{spec.name}: {spec.description}")
+        if out is not None:
+            head.append(f"DataTree written to {out}")
+        text = str(result)
+        if args.cov != "nonrobust" or args.ci != "wald":
+            text += "\n\n" + _inference_table(result, **doc_kw)
+        sys.stdout.write("\n".join([*head, text]) + "\n")
+    return status
+
+
+def _inference_table(result, *, ci: str, cov_type: str, groups) -> str:
+    """The table with the requested covariance and intervals (--cov, --ci) as text."""
+    import pandas as pd
+
+    tab = result.table(cov_type=cov_type, groups=groups)
+    title = f"std_err: {cov_type}"
+    if ci == "profile":
+        pci = result.conf_int(method="profile")
+        tab["ci_lower"], tab["ci_upper"] = pci["lower"], pci["upper"]
+        opened = [lab for lab, (lo, hi) in pci.attrs["open"].items() if lo or hi]
+        title += "; 95% profile-likelihood intervals" + (
+            f" (open, not reached: {', '.join(opened)})" if opened else "")
+    else:
+        title += "; 95% Wald intervals"
+    with pd.option_context("display.float_format", "{:.6g}".format, "display.width", 120):
+        return f"{title}\n{tab.to_string()}"

@@ -1,0 +1,289 @@
+"""``mle_ppl.fit``: from a model (and data) to an :class:`~mle_ppl.MLEFit`."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Mapping
+from os import PathLike
+from typing import Any
+
+import numpy as np
+import pymc as pm
+
+from mle_ppl._src.api.result import MLEFit
+from mle_ppl._src.engine.alloc import reuse_large_allocations
+from mle_ppl._src.engine.likelihood import DEFAULT_MODE, Likelihood, likelihood_for
+from mle_ppl._src.engine.optimize import OptimResult, get_method
+from mle_ppl._src.engine.uncertainty import diagnose
+from mle_ppl._src.errors import DataError, MLEError
+
+
+def _check_finite(name: str, value: np.ndarray) -> None:
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "fc":
+        return
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        rows = np.unique(np.argwhere(bad)[:, 0]) if arr.ndim else np.array([0])
+        kind = "NaN" if np.isnan(arr[bad]).any() else "infinite"
+        raise DataError(
+            f"data variable {name} has {int(bad.sum())} {kind} value(s), first at row(s) "
+            f"{rows[:5].tolist()}. Drop or impute those rows before fitting.")
+
+
+def check_model_data(model: pm.Model) -> None:
+    """NaN/inf in observed values or ``pm.Data`` containers: a DataError naming the variable."""
+    for rv in model.observed_RVs:
+        val = model.rvs_to_values[rv]
+        if hasattr(val, "get_value"):
+            data = val.get_value(borrow=True)
+        else:
+            data = getattr(val, "data", None)
+        if data is not None:
+            label = f"'{rv.name}'" if not val.name or val.name == rv.name else (
+                f"'{rv.name}' (data container '{val.name}')")
+            _check_finite(label, data)
+    for var in model.data_vars:
+        if hasattr(var, "get_value"):
+            _check_finite(f"'{var.name}'", var.get_value(borrow=True))
+    # arrays written into the model as constants (e.g. `mu = X_numpy @ beta`)
+    from pytensor.graph.traversal import graph_inputs
+    from pytensor.tensor.variable import TensorConstant
+
+    for var in graph_inputs(model.observed_RVs):
+        if isinstance(var, TensorConstant) and var.data.size > 1:
+            shape = "x".join(map(str, var.data.shape))
+            _check_finite(var.name or f"constant array of shape {shape} in the model", var.data)
+
+
+def _shape_error(model: pm.Model, err: Exception) -> DataError:
+    shapes = {}
+    for rv in model.observed_RVs:
+        shapes[rv.name] = tuple(np.shape(model.rvs_to_values[rv].eval()))
+    for var in model.data_vars:
+        if hasattr(var, "get_value"):
+            shapes[var.name] = tuple(np.shape(var.get_value()))
+    desc = ", ".join(f"{k} {v}" for k, v in shapes.items())
+    return DataError(
+        f"the data shapes do not fit together ({desc}): {str(err).splitlines()[0]}. Check that "
+        "every data variable has one row per observation.")
+
+
+def resolve_model(model, data) -> tuple[pm.Model, str, Any, Any]:
+    """Turn ``model`` (pm.Model, ModelSpec, path or bundled name) and ``data`` into a pm.Model."""
+    if isinstance(model, pm.Model):
+        if data is not None:
+            raise MLEError(
+                "data= is for model files; a pm.Model already holds its data. Use "
+                "pm.set_data({...}, model=model) to change it (no recompilation).")
+        return model, (model.name or "model"), None, None
+    if isinstance(model, str | PathLike):
+        from mle_ppl._src.model.modelfile import load_model
+
+        model = load_model(model)
+    if hasattr(model, "model_for"):
+        spec = model
+        if data is None:
+            data = spec.default_data()
+            if data is None:
+                raise MLEError(
+                    f"model {spec.name!r} names no default data; pass data= (a DataFrame, a "
+                    "mapping of arrays, or a CSV/Parquet path).")
+        pm_model, table = spec.model_for(data)
+        return pm_model, spec.name, table, spec
+    raise MLEError(
+        f"model must be a pymc.Model, a model file path or a bundled model name; got "
+        f"{type(model).__name__}.")
+
+
+def fit(
+    model,
+    data: Any = None,
+    *,
+    method: str = "newton",
+    likelihood_only: bool = False,
+    start: Mapping[str, Any] | None = None,
+    tol: float = 1e-10,
+    max_iter: int | None = None,
+    learning_rate: float = 0.1,
+    progress: bool = False,
+    mode: str = DEFAULT_MODE,
+    warn: bool = True,
+    starts: int = 1,
+    random_seed=None,
+) -> MLEFit:
+    """Maximum-likelihood fit of a PyMC model with flat priors (the MAP point under flat priors).
+
+    Parameters
+    ----------
+    model : pymc.Model, ModelSpec, str or path
+        A ``pm.Model`` whose free variables are ``pm.Flat``/``pm.HalfFlat``/``pm.Uniform``; or a
+        model file (``.toml``/``.py``) or bundled model name (see :func:`mle_ppl.load_model`).
+    data : DataFrame, mapping of arrays, or path, optional
+        Data for a model file; optional when the file names default data.
+    method : str
+        One of :data:`mle_ppl.METHODS`: ``"newton"`` (default), ``"lbfgs"``, ``"gd"``.
+    likelihood_only : bool
+        Accept proper priors and drop their terms (the result says so).
+    start : mapping, optional
+        Starting values on the user's scale, by variable name (others: the model's initial point).
+    tol : float
+        Convergence tolerance (Newton decrement in log-likelihood units; ``gd``: gradient of the
+        mean NLL).
+    max_iter : int, optional
+        Iteration cap (method's default if None).
+    learning_rate : float
+        Step size of ``method="gd"`` on the mean NLL.
+    progress : bool
+        Show a progress bar (rich) with the loss and gradient norm.
+    mode : str
+        PyTensor compilation mode. ``"auto"`` (default): a quick-to-compile Python-VM mode for
+        data of at most 10,000 elements, PyTensor's ``"FAST_RUN"`` (Numba) above that.
+    warn : bool
+        Also emit each diagnostic as a Python warning (they are always in ``fit.warnings``).
+    starts : int
+        Number of optimizer starts: the usual one plus ``starts - 1`` jittered ones (see
+        :mod:`mle_ppl._src.engine.multistart`). The best optimum is returned;
+        ``fit.multistart`` says
+        whether the starts agree, and a :class:`~mle_ppl.MultimodalityWarning` is raised when
+        they found different local optima.
+    random_seed : int or numpy.random.Generator, optional
+        Seed of the jittered starts.
+
+    Returns
+    -------
+    MLEFit
+
+    Examples
+    --------
+    >>> import numpy as np, pymc as pm, mle_ppl
+    >>> with pm.Model() as m:
+    ...     mu = pm.Flat("mu"); sigma = pm.HalfFlat("sigma")
+    ...     y = pm.Normal("y", mu, sigma, observed=np.array([1.0, 2.0, 4.0]))
+    >>> round(mle_ppl.fit(m).estimates["mu"], 6)
+    2.333333
+    """
+    optimizer = get_method(method)
+    pm_model, name, table, spec = resolve_model(model, data)
+    with reuse_large_allocations():
+        return _fit(pm_model, name, table, spec, optimizer, method=method,
+                    likelihood_only=likelihood_only, start=start, tol=tol, max_iter=max_iter,
+                    learning_rate=learning_rate, progress=progress, mode=mode, warn=warn,
+                    starts=starts, random_seed=random_seed)
+
+
+def _fit(pm_model, name, table, spec, optimizer, *, method, likelihood_only, start, tol,
+         max_iter, learning_rate, progress, mode, warn, starts, random_seed) -> MLEFit:
+    check_model_data(pm_model)
+    lik = likelihood_for(pm_model, likelihood_only=likelihood_only, mode=mode)
+    x0 = lik.x0()
+    if start:
+        unknown = set(start) - {b.name for b in lik.blocks}
+        if unknown:
+            raise MLEError(f"start= names unknown parameters {sorted(unknown)}; the model's "
+                           f"parameters are {[b.name for b in lik.blocks]}.")
+        vals = lik.constrained(x0)
+        vals.update({k: np.asarray(v, dtype=float) for k, v in start.items()})
+        x0 = lik.unconstrain(vals)
+    t0 = time.perf_counter()
+    try:
+        f0, g0 = lik.value_and_grad(x0)
+    except (ValueError, IndexError) as err:
+        raise _shape_error(pm_model, err) from None
+    start_value = (x0, f0, g0)
+    if not np.isfinite(f0):
+        x0 = _finite_start(lik, x0)
+    kwargs = {"tol": tol, "learning_rate": learning_rate, "n_obs": lik.count_obs(x0),
+              "bounded": lik.bounded, "start_value": start_value}
+    if max_iter is not None:
+        kwargs["max_iter"] = max_iter
+    report = None
+    with _progress(progress, name, method) as cb:
+        if starts != 1:
+            from mle_ppl._src.engine.multistart import run_starts
+
+            res, report = run_starts(optimizer, lik, x0, starts=starts, random_seed=random_seed,
+                                     progress=cb, **kwargs)
+        else:
+            res: OptimResult = optimizer(lik, x0, progress=cb,
+                                         **kwargs)
+    out = _assemble(lik, res, name=name, table=table, spec=spec, t0=t0, warn=warn,
+                    method=method)
+    if report is not None:
+        from mle_ppl._src.engine.multistart import attach
+
+        out = attach(out, report, warn=warn)
+    return out
+
+
+def _finite_start(lik: Likelihood, x0: np.ndarray) -> np.ndarray:
+    """Find a start with a finite log-likelihood by scaling unconstrained values (e.g. log σ)."""
+    for scale in (1.0, 3.0, 10.0, 30.0):
+        for cand in (x0 + scale, x0 - scale):
+            for b in lik.blocks:
+                if b.transform is None:
+                    cand[b.slice] = x0[b.slice]
+            if np.isfinite(lik.value(cand)):
+                return cand
+    raise DataError("the log-likelihood is -inf or NaN at the starting point and nearby; check "
+                    "that the data lie in the support of the distribution (e.g. counts >= 0, "
+                    "0/1 outcomes for Bernoulli), or give start= values.")
+
+
+def _assemble(lik: Likelihood, res: OptimResult, *, name, table, spec, t0, warn, method) -> MLEFit:
+    x = res.x
+    H = res.hessian if res.hessian is not None else lik.hessian(x)
+    values, J = lik.constrained_and_jacobian(x)
+    n_obs = lik.count_obs(x)
+    loglik = -float(res.fun)
+    diag = diagnose(x=x, grad_u=res.grad, hessian_u=H, jacobian=J, labels=lik.labels,
+                    converged=res.converged, optimizer_message=res.message, bounded=lik.bounded,
+                    runaway=res.runaway, pointwise=lambda: lik.pointwise(x),
+                    discrete_outcome=lik.discrete_outcome, n_obs=n_obs,
+                    loglik=loglik)
+    if warn:
+        for cat, msg in diag.warnings:
+            warnings.warn(msg, cat, stacklevel=3)
+    theta = (np.concatenate([np.asarray(values[b.name], dtype=float).ravel() for b in lik.blocks])
+             if lik.blocks else np.zeros(0))
+    return MLEFit(
+        model_name=name, labels=lik.labels, theta=theta, x=x,
+        cov_array=diag.cov, cov_unconstrained=diag.cov_unconstrained, loglik=loglik,
+        n_obs=n_obs, method=method, converged=res.converged, iterations=res.iterations,
+        n_evals=res.n_evals, grad_norm=diag.grad_norm, hessian_min_eig=diag.hessian_min_eig,
+        hessian_cond=diag.hessian_cond, warnings=tuple(m for _, m in diag.warnings),
+        notes=lik.notes, history=res.history, values=values,
+        fit_time=time.perf_counter() - t0, likelihood=lik, data=table, spec=spec,
+        data_snapshot=lik.snapshot(), coords_snapshot=dict(lik.model.coords))
+
+
+class _progress:
+    """A rich progress bar fed by the optimizer's callback (or nothing when disabled)."""
+
+    def __init__(self, enabled: bool, name: str, method: str):
+        self.enabled = enabled
+        self.name = name
+        self.method = method
+
+    def __enter__(self):
+        if not self.enabled:
+            return None
+        from rich.console import Console
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        # on stderr, so that stdout (tables, --json) stays clean
+        self._bar = Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                             TimeElapsedColumn(), transient=True, console=Console(stderr=True))
+        self._bar.__enter__()
+        self._task = self._bar.add_task(f"fitting {self.name} ({self.method})", total=None)
+
+        def cb(it, f, gnorm):
+            self._bar.update(self._task, description=(
+                f"fitting {self.name} ({self.method}) iter {it}: NLL {f:.8g}, |grad| {gnorm:.2e}"))
+        return cb
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self._bar.__exit__(*exc)
+        return False
