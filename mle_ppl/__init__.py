@@ -22,8 +22,8 @@ from mle_ppl._src.errors import (
 )
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load on first use (below)
+    from mle_ppl._src.api.fit import fit
     from mle_ppl._src.api.result import MLEFit
-    from mle_ppl._src.engine.fit import fit
     from mle_ppl._src.engine.likelihood import Likelihood, likelihood_for
     from mle_ppl._src.engine.optimize import METHODS
     from mle_ppl._src.model.modelfile import (
@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load on first
 # ArviZ statistics and plots, matplotlib and sampling more still. `import mle_ppl` stays instant,
 # so `mle-ppl --help` does too; `mle_ppl.fit` pays for PyMC when first touched.
 _LAZY = {
-    "fit": "engine.fit",
+    "fit": "api.fit",
     "Likelihood": "engine.likelihood",
     "likelihood_for": "engine.likelihood",
     "ModelSpec": "model.modelfile",

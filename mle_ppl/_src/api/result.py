@@ -1,152 +1,35 @@
-"""The immutable result of a maximum-likelihood fit."""
+"""The user-facing result of ``mle_ppl.fit``: an estimate plus inference, report and export."""
 
 from __future__ import annotations
 
-import contextlib
 import html
 import math
-import statistics
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from mle_ppl._src.engine.estimate import (
+    CI_METHODS,
+    Estimate,
+    _normal_quantile,
+)
 from mle_ppl._src.errors import MLEError
 
-if TYPE_CHECKING:
-    from mle_ppl._src.engine.likelihood import Likelihood
 
-#: The one registry of confidence-interval methods for :meth:`MLEFit.conf_int`.
-CI_METHODS = ("wald", "profile")
-
-
-def _readonly(a: np.ndarray) -> np.ndarray:
-    a = np.array(a, dtype=float, copy=True)
-    a.flags.writeable = False
-    return a
-
-
-def _normal_quantile(q: float) -> float:
-    """Standard normal quantile (stdlib: scipy.special/stats cost 0.3-1.5 s to import)."""
-    return statistics.NormalDist().inv_cdf(q)
-
-
-def _two_sided_p(z: np.ndarray) -> np.ndarray:
-    """Two-sided normal p-values ``2 (1 - Phi(|z|)) = erfc(|z| / sqrt 2)``, accurate in the tail."""
-    z = np.asarray(z, dtype=float)
-    return np.array([math.erfc(abs(v) / math.sqrt(2.0)) if not math.isnan(v)
-                     else np.nan for v in z.ravel()]).reshape(z.shape)
-
-
-@dataclass(frozen=True, eq=False, repr=False)
-class MLEFit:
+class MLEFit(Estimate):
     """A maximum-likelihood fit: estimates, observed-information uncertainty and diagnostics.
 
     Created by :func:`mle_ppl.fit`; immutable. Numbers are on the user's (constrained) scale.
+    The fields are those of :class:`~mle_ppl._src.engine.estimate.Estimate` (grouped as
+    ``convergence`` and ``source``, with flat aliases such as ``fit.converged``); this class
+    adds the methods that use the inference and report layers.
 
     Examples
     --------
     >>> fit = mle_ppl.fit(model)          # doctest: +SKIP
     >>> fit.table()                       # doctest: +SKIP
     """
-
-    model_name: str
-    labels: tuple[str, ...]
-    theta: np.ndarray  #: estimates on the user's scale, flat, in label order
-    x: np.ndarray  #: the optimum on the unconstrained (optimizer's) scale
-    cov_array: np.ndarray  #: covariance on the user's scale (NaN when not trustworthy)
-    cov_unconstrained: np.ndarray
-    loglik: float
-    n_obs: int
-    method: str
-    converged: bool
-    iterations: int
-    n_evals: int
-    grad_norm: float
-    hessian_min_eig: float
-    hessian_cond: float
-    warnings: tuple[str, ...]
-    notes: tuple[str, ...]
-    history: tuple[float, ...]
-    values: dict[str, np.ndarray]  #: estimates by variable (and deterministics), original shapes
-    fit_time: float
-    likelihood: Likelihood = field(repr=False)
-    data: Any = field(default=None, repr=False)  #: the bound data table, when fitted from a spec
-    spec: Any = field(default=None, repr=False)  #: the ModelSpec, when fitted from a model file
-    #: :class:`~mle_ppl._src.engine.multistart.MultiStartReport` when fitted with ``starts > 1``
-    multistart: Any = field(default=None, repr=False)
-    #: the data the fit was made on: (shared variable, value) pairs, see :meth:`bound`
-    data_snapshot: tuple = field(default=(), repr=False)
-    coords_snapshot: dict = field(default_factory=dict, repr=False)
-
-    @contextlib.contextmanager
-    def bound(self):
-        """Context in which the model's data containers hold this fit's data again.
-
-        A model (or a model file's cached model) refitted on new data shares its containers
-        with earlier fits; every method that evaluates the likelihood again (profiles, sandwich,
-        bootstrap, predictions, the DataTree) runs inside this context, so an older fit keeps
-        describing its own data.
-        """
-        changed = [(v, v.get_value(borrow=True), val) for v, val in self.data_snapshot
-                   if v.get_value(borrow=True) is not val]
-        model = self.likelihood.model
-        coords_now = dict(model.coords)
-        for v, _, val in changed:
-            v.set_value(val, borrow=True)
-        if changed and self.coords_snapshot:
-            model._coords.update(self.coords_snapshot)  # PyMC keeps coordinate values here
-        try:
-            yield self
-        finally:
-            for v, cur, _ in changed:
-                v.set_value(cur, borrow=True)
-            if changed and self.coords_snapshot:
-                model._coords.update(coords_now)
-
-    def __post_init__(self):
-        for name in ("theta", "x", "cov_array", "cov_unconstrained"):
-            object.__setattr__(self, name, _readonly(getattr(self, name)))
-
-    # ------------------------------------------------------------- numbers
-    @property
-    def n_params(self) -> int:
-        """Number of free parameters (scalars) estimated."""
-        return len(self.theta)
-
-    @property
-    def estimates(self) -> pd.Series:
-        """MLE by parameter label."""
-        return pd.Series(np.array(self.theta), index=list(self.labels), name="estimate")
-
-    @property
-    def std_errors(self) -> pd.Series:
-        """Standard errors from the inverse observed information (NaN when not trustworthy)."""
-        se = np.sqrt(np.clip(np.diag(self.cov_array), 0, None)) if self.n_params else np.zeros(0)
-        se = np.where(np.isfinite(np.diag(self.cov_array)), se, np.nan)
-        return pd.Series(se, index=list(self.labels), name="std_err")
-
-    @property
-    def cov(self) -> pd.DataFrame:
-        """Covariance matrix on the user's scale, labels × labels."""
-        return pd.DataFrame(np.array(self.cov_array), index=list(self.labels),
-                            columns=list(self.labels))
-
-    @property
-    def aic(self) -> float:
-        """Akaike information criterion, ``2k - 2 loglik``."""
-        return 2.0 * self.n_params - 2.0 * self.loglik
-
-    @property
-    def bic(self) -> float:
-        """Bayesian information criterion, ``k log n - 2 loglik``."""
-        return self.n_params * math.log(max(self.n_obs, 1)) - 2.0 * self.loglik
-
-    @property
-    def trustworthy(self) -> bool:
-        """Converged, identifiable, interior: no diagnostic warning."""
-        return self.converged and not self.warnings
 
     def conf_int(self, level: float = 0.95, method: str = "wald") -> pd.DataFrame:
         """Confidence intervals, a DataFrame indexed by label with columns ``lower``, ``upper``.
@@ -169,11 +52,7 @@ class MLEFit:
 
             with self.bound():
                 return profile_conf_int(self, level=level)
-        z = _normal_quantile(0.5 + level / 2)
-        se = self.std_errors.to_numpy()
-        est = np.array(self.theta)
-        return pd.DataFrame({"lower": est - z * se, "upper": est + z * se},
-                            index=list(self.labels))
+        return super().conf_int(level)
 
     def table(self, level: float = 0.95, *, cov_type: str = "nonrobust",
               groups=None) -> pd.DataFrame:
@@ -182,22 +61,14 @@ class MLEFit:
         ``cov_type`` ("nonrobust", "HC0", "HC1", "cluster" with ``groups=``) chooses the
         covariance behind std_err, z, p_value and the Wald interval (see :meth:`robust_cov`).
         """
-        est = np.array(self.theta)
         if cov_type == "nonrobust":
-            se = self.std_errors.to_numpy()
-            ci = self.conf_int(level)
-        else:
-            cov = self.robust_cov(cov_type, groups=groups).to_numpy()
-            se = np.sqrt(np.clip(np.diag(cov), 0, None))
-            se = np.where(np.isfinite(np.diag(cov)), se, np.nan)
-            zq = _normal_quantile(0.5 + level / 2)
-            ci = pd.DataFrame({"lower": est - zq * se, "upper": est + zq * se})
-        with np.errstate(divide="ignore", invalid="ignore"):
-            z = est / se
-        p = _two_sided_p(z)
-        return pd.DataFrame({"estimate": est, "std_err": se, "z": z, "p_value": p,
-                             "ci_lower": ci["lower"].to_numpy(),
-                             "ci_upper": ci["upper"].to_numpy()}, index=list(self.labels))
+            return super().table(level)
+        cov = self.robust_cov(cov_type, groups=groups).to_numpy()
+        se = np.sqrt(np.clip(np.diag(cov), 0, None))
+        se = np.where(np.isfinite(np.diag(cov)), se, np.nan)
+        zq = _normal_quantile(0.5 + level / 2)
+        est = np.array(self.theta)
+        return self._table(se, pd.DataFrame({"lower": est - zq * se, "upper": est + zq * se}))
 
     # ------------------------------------------- inference beyond Wald (issue 6)
     def robust_cov(self, kind: str = "HC0", *, groups=None) -> pd.DataFrame:
@@ -321,11 +192,6 @@ class MLEFit:
         warn = "".join(f"\nWARNING: {w}" for w in self.warnings)
         notes = "".join(f"\nNote: {n}" for n in self.notes)
         return f"Maximum-likelihood fit\n{head}\n\n{body}{warn}{notes}"
-
-    def __repr__(self) -> str:
-        return (f"<MLEFit {self.model_name!r}: {self.n_params} params, n={self.n_obs}, "
-                f"loglik={self.loglik:.6g}, converged={self.converged}, "
-                f"warnings={len(self.warnings)}>")
 
     def _repr_html_(self) -> str:
         head = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th>"

@@ -189,7 +189,7 @@ def require_proper_posterior(flat_model: pm.Model, still_flat: list[str], name: 
 
     Returns the MLE's other warnings (e.g. non-convergence), to be passed on as notes.
     """
-    from mle_ppl._src.engine.fit import fit
+    from mle_ppl._src.api.fit import fit
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -39,7 +39,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from mle_ppl._src.engine.fit import fit
+    from mle_ppl._src.api.fit import fit
     from mle_ppl._src.errors import MLEError
     from mle_ppl._src.report.closed_form import (
         SE_TOL,

@@ -38,8 +38,8 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     import warnings
 
+    from mle_ppl._src.api.fit import fit
     from mle_ppl._src.bayes.compare import compare
-    from mle_ppl._src.engine.fit import fit
     from mle_ppl._src.errors import MLEError, SamplingWarning
 
     if not 0 < args.level < 1:

@@ -90,8 +90,8 @@ def run(args) -> int:
     from rich.panel import Panel
     from rich.rule import Rule
 
+    from mle_ppl._src.api.fit import fit
     from mle_ppl._src.cli import _ui
-    from mle_ppl._src.engine.fit import fit
     from mle_ppl._src.engine.optimize import get_method
     from mle_ppl._src.errors import MLEError
     from mle_ppl._src.report.closed_form import closed_form_check, underflow_demo
@@ -216,10 +216,10 @@ def _bayes(args, con, out, doc, show) -> list[str]:
 
     from rich.rule import Rule
 
+    from mle_ppl._src.api.fit import fit
     from mle_ppl._src.bayes.compare import compare
     from mle_ppl._src.bayes.sample import sample
     from mle_ppl._src.cli import _ui
-    from mle_ppl._src.engine.fit import fit
     from mle_ppl._src.errors import SamplingWarning
 
     name = BAYES_MODEL

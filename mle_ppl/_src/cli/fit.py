@@ -112,7 +112,7 @@ def write_datatree(tree, path: Path) -> None:
 
 
 def run(args) -> int:
-    from mle_ppl._src.engine.fit import fit
+    from mle_ppl._src.api.fit import fit
     from mle_ppl._src.errors import MLEError
 
     if args.max_iter is not None and args.max_iter < 1:

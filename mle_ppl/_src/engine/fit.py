@@ -1,4 +1,4 @@
-"""``mle_ppl.fit``: from a model (and data) to an :class:`~mle_ppl.MLEFit`."""
+"""Fitting: from a model (and data) to an :class:`~mle_ppl._src.engine.estimate.Estimate`."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from typing import Any
 import numpy as np
 import pymc as pm
 
-from mle_ppl._src.api.result import MLEFit
 from mle_ppl._src.engine.alloc import reuse_large_allocations
-from mle_ppl._src.engine.likelihood import DEFAULT_MODE, Likelihood, likelihood_for
+from mle_ppl._src.engine.estimate import Convergence, DataSource, Estimate
+from mle_ppl._src.engine.likelihood import DEFAULT_MODE, likelihood_for
+from mle_ppl._src.engine.objective import Objective
 from mle_ppl._src.engine.optimize import OptimResult, get_method
 from mle_ppl._src.engine.uncertainty import diagnose
 from mle_ppl._src.errors import DataError, MLEError
@@ -97,7 +98,7 @@ def resolve_model(model, data) -> tuple[pm.Model, str, Any, Any]:
         f"{type(model).__name__}.")
 
 
-def fit(
+def estimate(
     model,
     data: Any = None,
     *,
@@ -112,7 +113,7 @@ def fit(
     warn: bool = True,
     starts: int = 1,
     random_seed=None,
-) -> MLEFit:
+) -> Estimate:
     """Maximum-likelihood fit of a PyMC model with flat priors (the MAP point under flat priors).
 
     Parameters
@@ -174,9 +175,9 @@ def fit(
 
 
 def _fit(pm_model, name, table, spec, optimizer, *, method, likelihood_only, start, tol,
-         max_iter, learning_rate, progress, mode, warn, starts, random_seed) -> MLEFit:
+         max_iter, learning_rate, progress, mode, warn, starts, random_seed) -> Estimate:
     check_model_data(pm_model)
-    lik = likelihood_for(pm_model, likelihood_only=likelihood_only, mode=mode)
+    lik = objective_for(pm_model, likelihood_only=likelihood_only, mode=mode)
     x0 = lik.x0()
     if start:
         unknown = set(start) - {b.name for b in lik.blocks}
@@ -206,10 +207,9 @@ def _fit(pm_model, name, table, spec, optimizer, *, method, likelihood_only, sta
             res, report = run_starts(optimizer, lik, x0, starts=starts, random_seed=random_seed,
                                      progress=cb, **kwargs)
         else:
-            res: OptimResult = optimizer(lik, x0, progress=cb,
-                                         **kwargs)
+            res: OptimResult = optimizer(lik, x0, progress=cb, **kwargs)
     out = _assemble(lik, res, name=name, table=table, spec=spec, t0=t0, warn=warn,
-                    method=method)
+                    method=method, coords=dict(pm_model.coords))
     if report is not None:
         from mle_ppl._src.engine.multistart import attach
 
@@ -217,7 +217,17 @@ def _fit(pm_model, name, table, spec, optimizer, *, method, likelihood_only, sta
     return out
 
 
-def _finite_start(lik: Likelihood, x0: np.ndarray) -> np.ndarray:
+def objective_for(pm_model: pm.Model, *, likelihood_only: bool, mode: str) -> Objective:
+    """The objective that ``fit`` maximises for ``pm_model``: the one place that chooses an
+    implementation of :class:`~mle_ppl._src.engine.objective.Objective`.
+
+    Today: the in-memory compiled likelihood (cached per model and options, so refits after
+    ``pm.set_data`` do not recompile).
+    """
+    return likelihood_for(pm_model, likelihood_only=likelihood_only, mode=mode)
+
+
+def _finite_start(lik: Objective, x0: np.ndarray) -> np.ndarray:
     """Find a start with a finite log-likelihood by scaling unconstrained values (e.g. log σ)."""
     for scale in (1.0, 3.0, 10.0, 30.0):
         for cand in (x0 + scale, x0 - scale):
@@ -231,7 +241,8 @@ def _finite_start(lik: Likelihood, x0: np.ndarray) -> np.ndarray:
                     "0/1 outcomes for Bernoulli), or give start= values.")
 
 
-def _assemble(lik: Likelihood, res: OptimResult, *, name, table, spec, t0, warn, method) -> MLEFit:
+def _assemble(lik: Objective, res: OptimResult, *, name, table, spec, t0, warn, method,
+              coords) -> Estimate:
     x = res.x
     H = res.hessian if res.hessian is not None else lik.hessian(x)
     values, J = lik.constrained_and_jacobian(x)
@@ -247,15 +258,16 @@ def _assemble(lik: Likelihood, res: OptimResult, *, name, table, spec, t0, warn,
             warnings.warn(msg, cat, stacklevel=3)
     theta = (np.concatenate([np.asarray(values[b.name], dtype=float).ravel() for b in lik.blocks])
              if lik.blocks else np.zeros(0))
-    return MLEFit(
+    convergence = Convergence(
+        converged=res.converged, message=res.message, iterations=res.iterations,
+        n_evals=res.n_evals, grad_norm=diag.grad_norm, hessian_min_eig=diag.hessian_min_eig,
+        hessian_cond=diag.hessian_cond, history=res.history, fit_time=time.perf_counter() - t0)
+    return Estimate(
         model_name=name, labels=lik.labels, theta=theta, x=x,
         cov_array=diag.cov, cov_unconstrained=diag.cov_unconstrained, loglik=loglik,
-        n_obs=n_obs, method=method, converged=res.converged, iterations=res.iterations,
-        n_evals=res.n_evals, grad_norm=diag.grad_norm, hessian_min_eig=diag.hessian_min_eig,
-        hessian_cond=diag.hessian_cond, warnings=tuple(m for _, m in diag.warnings),
-        notes=lik.notes, history=res.history, values=values,
-        fit_time=time.perf_counter() - t0, likelihood=lik, data=table, spec=spec,
-        data_snapshot=lik.snapshot(), coords_snapshot=dict(lik.model.coords))
+        n_obs=n_obs, method=method, values=values, convergence=convergence,
+        warnings=tuple(m for _, m in diag.warnings), notes=lik.notes, likelihood=lik,
+        source=DataSource(table=table, spec=spec, snapshot=lik.snapshot(), coords=coords))
 
 
 class _progress:

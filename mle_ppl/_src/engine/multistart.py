@@ -24,7 +24,7 @@ import numpy as np
 from mle_ppl._src.errors import MLEError, MultimodalityWarning
 
 if TYPE_CHECKING:
-    from mle_ppl._src.api.result import MLEFit
+    from mle_ppl._src.engine.estimate import Estimate
     from mle_ppl._src.engine.likelihood import Likelihood
     from mle_ppl._src.engine.optimize import OptimResult
 
@@ -146,7 +146,7 @@ def run_starts(optimizer, lik: Likelihood, x0: np.ndarray, *, starts: int, rando
     return results[best], report
 
 
-def attach(fit: MLEFit, report: MultiStartReport, *, warn: bool) -> MLEFit:
+def attach(fit: Estimate, report: MultiStartReport, *, warn: bool) -> Estimate:
     """Return ``fit`` with the report attached and its summary in the notes (warns if needed)."""
     if warn and report.n_distinct > 1:
         warnings.warn(report.summary(), MultimodalityWarning, stacklevel=3)

@@ -45,7 +45,7 @@ from mle_ppl._src.engine.optimize import newton
 from mle_ppl._src.errors import MLEError
 
 if TYPE_CHECKING:
-    from mle_ppl._src.api.result import MLEFit
+    from mle_ppl._src.engine.estimate import Estimate
     from mle_ppl._src.engine.likelihood import Likelihood
 
 #: The one registry of bootstrap kinds.
@@ -255,13 +255,13 @@ def _seed_sequence(random_seed) -> np.random.SeedSequence:
     return np.random.SeedSequence(random_seed)
 
 
-def bootstrap(fit: MLEFit, n_boot: int = 200, *, kind: str = "nonparametric",
+def bootstrap(fit: Estimate, n_boot: int = 200, *, kind: str = "nonparametric",
               random_seed=None, n_jobs: int = 1, progress: bool = False) -> BootstrapResult:
     """Bootstrap the estimates of a fit: nonparametric (rows) or parametric (simulation).
 
     Parameters
     ----------
-    fit : MLEFit
+    fit : Estimate
         A converged fit.
     n_boot : int
         Number of replicates.

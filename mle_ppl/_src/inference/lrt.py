@@ -14,15 +14,15 @@ from scipy import stats
 from mle_ppl._src.errors import DataError, MLEError
 
 if TYPE_CHECKING:
-    from mle_ppl._src.api.result import MLEFit
+    from mle_ppl._src.engine.estimate import Estimate
 
 
-def _observed(fit: MLEFit) -> list[np.ndarray]:
+def _observed(fit: Estimate) -> list[np.ndarray]:
     obs = fit.likelihood.observed_data
     return [np.asarray(obs[k]) for k in sorted(obs)]
 
 
-def check_same_data(fits: Sequence[MLEFit], names: Sequence[str]) -> None:
+def check_same_data(fits: Sequence[Estimate], names: Sequence[str]) -> None:
     """Raise :class:`DataError` unless all fits have the same n_obs and observed values."""
     ref, ref_name = fits[0], names[0]
     ref_obs = _observed(ref)
@@ -81,7 +81,7 @@ class LRTResult:
                 f"  LR = {self.statistic:.6g}, df = {self.df}, p = {self.p_value:.4g}")
 
 
-def lrt(small: MLEFit, big: MLEFit, *, names: Sequence[str] | None = None,
+def lrt(small: Estimate, big: Estimate, *, names: Sequence[str] | None = None,
         tol: float = 1e-6) -> LRTResult:
     """Likelihood-ratio test of a nested model ``small`` against ``big``, on the same data.
 
@@ -91,7 +91,7 @@ def lrt(small: MLEFit, big: MLEFit, *, names: Sequence[str] | None = None,
 
     Parameters
     ----------
-    small, big : MLEFit
+    small, big : Estimate
         Converged fits on the same observations; ``small`` has fewer parameters.
     names : pair of str, optional
         Display names (default: the model names).
@@ -132,7 +132,7 @@ def lrt(small: MLEFit, big: MLEFit, *, names: Sequence[str] | None = None,
                      p_value=float(stats.chi2.sf(stat, df)))
 
 
-def ic_table(fits: Sequence[MLEFit], *, names: Sequence[str] | None = None,
+def ic_table(fits: Sequence[Estimate], *, names: Sequence[str] | None = None,
              sort: bool = True) -> pd.DataFrame:
     """Information criteria of fits on the same data, best (lowest AIC) first.
 

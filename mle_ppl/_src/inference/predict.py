@@ -36,7 +36,7 @@ from mle_ppl._src.errors import DataError, MLEError, did_you_mean
 from mle_ppl._src.model.data import suggest
 
 if TYPE_CHECKING:
-    from mle_ppl._src.api.result import MLEFit
+    from mle_ppl._src.engine.estimate import Estimate
     from mle_ppl._src.engine.likelihood import Likelihood
 
 #: The one registry of prediction kinds.
@@ -141,7 +141,7 @@ def _row_containers(model: pm.Model, n_fit: int) -> set[str]:
             if np.ndim(v.get_value()) and np.shape(v.get_value())[0] == n_fit}
 
 
-def _values_from_spec(fit: MLEFit, new_data) -> dict[str, np.ndarray]:
+def _values_from_spec(fit: Estimate, new_data) -> dict[str, np.ndarray]:
     """Container values for a model-file fit, from a table with the data columns."""
     from mle_ppl._src.model.data import read_table
 
@@ -170,7 +170,7 @@ def _values_from_spec(fit: MLEFit, new_data) -> dict[str, np.ndarray]:
     return {names[k]: v for k, v in bound.arrays.items()}
 
 
-def _values_from_mapping(fit: MLEFit, new_data) -> dict[str, np.ndarray]:
+def _values_from_mapping(fit: Estimate, new_data) -> dict[str, np.ndarray]:
     model = fit.likelihood.model
     conts = _containers(model)
     if isinstance(new_data, pd.DataFrame):
@@ -190,7 +190,7 @@ def _values_from_mapping(fit: MLEFit, new_data) -> dict[str, np.ndarray]:
 class _swapped:
     """Context manager: put new container values into the model, restore them on exit."""
 
-    def __init__(self, fit: MLEFit, values: dict[str, np.ndarray]):
+    def __init__(self, fit: Estimate, values: dict[str, np.ndarray]):
         self.model = fit.likelihood.model
         self.values = values
 
@@ -219,7 +219,7 @@ class _swapped:
         return False
 
 
-def new_values(fit: MLEFit, new_data) -> dict[str, np.ndarray]:
+def new_values(fit: Estimate, new_data) -> dict[str, np.ndarray]:
     """Container values for ``new_data`` (checked), filling the outcome containers."""
     model = fit.likelihood.model
     if fit.spec is not None:
@@ -256,21 +256,21 @@ def new_values(fit: MLEFit, new_data) -> dict[str, np.ndarray]:
     return values
 
 
-def _fit_rows(fit: MLEFit) -> int:
+def _fit_rows(fit: Estimate) -> int:
     obs = fit.likelihood.observed_data
     first = next(iter(obs.values()))
     return int(np.shape(first)[0]) if np.ndim(first) else 1
 
 
 # ----------------------------------------------------------------------------- predict
-def predict(fit: MLEFit, new_data=None, *, kind: str = "mean", level: float = 0.95,
+def predict(fit: Estimate, new_data=None, *, kind: str = "mean", level: float = 0.95,
             n_draws: int = 1000, parameter_uncertainty: bool = True,
             random_seed=None) -> pd.DataFrame:
     """Predictions with intervals, one row per new observation.
 
     Parameters
     ----------
-    fit : MLEFit
+    fit : Estimate
     new_data : DataFrame, mapping or path, optional
         New rows (see the module notes for which names are needed); the fitted data if None.
     kind : {"mean", "response"}
@@ -316,7 +316,7 @@ def predict(fit: MLEFit, new_data=None, *, kind: str = "mean", level: float = 0.
     return pd.concat(frames, names=["variable", "row"])
 
 
-def _predict_mean(fit: MLEFit, lik, level, C) -> dict[str, pd.DataFrame]:
+def _predict_mean(fit: Estimate, lik, level, C) -> dict[str, pd.DataFrame]:
     out = mean_function(lik)(np.asarray(fit.x, dtype=float))
     k = len(lik.observed_names)
     z = stats.norm.ppf(0.5 + level / 2)
@@ -333,7 +333,7 @@ def _predict_mean(fit: MLEFit, lik, level, C) -> dict[str, pd.DataFrame]:
     return frames
 
 
-def _predict_response(fit: MLEFit, lik, level, n_draws, parameter_uncertainty, random_seed,
+def _predict_response(fit: Estimate, lik, level, n_draws, parameter_uncertainty, random_seed,
                       C):
     rng = np.random.default_rng(random_seed)
     x_hat = np.asarray(fit.x, dtype=float)

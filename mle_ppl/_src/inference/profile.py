@@ -49,7 +49,7 @@ from mle_ppl._src.engine.optimize import newton
 from mle_ppl._src.errors import ConvergenceWarning, MLEError, did_you_mean
 
 if TYPE_CHECKING:
-    from mle_ppl._src.api.result import MLEFit
+    from mle_ppl._src.engine.estimate import Estimate
 
 #: |unconstrained coordinate| beyond which a transformed (bounded) parameter is at its boundary.
 BOUNDARY_U = 30.0
@@ -362,7 +362,7 @@ def _expression_fn(lik, expr):
 
 
 # ------------------------------------------------------------------------------- walk
-def _walk(fit: MLEFit, solver, *, level: float, max_steps: int, step: float | None,
+def _walk(fit: Estimate, solver, *, level: float, max_steps: int, step: float | None,
           t_limits: tuple[float, float], name: str):
     """Walk both sides from the MLE; return per side (points, end t or None)."""
     lik = fit.likelihood
@@ -458,13 +458,13 @@ class _InnerFail(Exception):
     pass
 
 
-def _check_fit(fit: MLEFit) -> None:
+def _check_fit(fit: Estimate) -> None:
     if not fit.converged:
         raise MLEError("profile intervals need a converged fit (the profile is measured from the "
                        "maximum); this fit did not converge. Refit first (see fit.warnings).")
 
 
-def _coordinate_profile(fit: MLEFit, i: int, *, level, max_steps, step) -> Profile:
+def _coordinate_profile(fit: Estimate, i: int, *, level, max_steps, step) -> Profile:
     lik = fit.likelihood
     label = lik.labels[i]
     block = next(b for b in lik.blocks if b.start <= i < b.start + b.size)
@@ -494,7 +494,7 @@ def _coordinate_profile(fit: MLEFit, i: int, *, level, max_steps, step) -> Profi
                    open_upper=hi_end is None, notes=tuple(notes))
 
 
-def _expression_profile(fit: MLEFit, expr, *, level, max_steps, step) -> Profile:
+def _expression_profile(fit: Estimate, expr, *, level, max_steps, step) -> Profile:
     lik = fit.likelihood
     fn = _expression_fn(lik, expr)
     name = expr if isinstance(expr, str) else getattr(expr, "__name__", "expression")
@@ -513,13 +513,13 @@ def _expression_profile(fit: MLEFit, expr, *, level, max_steps, step) -> Profile
 
 
 # ------------------------------------------------------------------------- public API
-def profile(fit: MLEFit, param, *, level: float = 0.95, max_steps: int = 40,
+def profile(fit: Estimate, param, *, level: float = 0.95, max_steps: int = 40,
             step: float | None = None) -> Profile:
     """Profile likelihood of a parameter or of a scalar function of the parameters.
 
     Parameters
     ----------
-    fit : MLEFit
+    fit : Estimate
         A converged fit.
     param : str or callable
         A parameter label (``"sigma"``, ``"beta[x1]"``), an expression over parameter names and
@@ -559,7 +559,7 @@ def profile(fit: MLEFit, param, *, level: float = 0.95, max_steps: int = 40,
     return _expression_profile(fit, param, level=level, max_steps=max_steps, step=step)
 
 
-def profile_conf_int(fit: MLEFit, level: float = 0.95) -> pd.DataFrame:
+def profile_conf_int(fit: Estimate, level: float = 0.95) -> pd.DataFrame:
     """Profile-likelihood intervals for every parameter, a DataFrame (lower, upper) by label.
 
     Open ends are the support bounds (``-inf``/``inf``, ``0`` for a positive parameter); which

@@ -22,7 +22,7 @@ import pandas as pd
 from mle_ppl._src.errors import DataError, MLEError, did_you_mean
 
 if TYPE_CHECKING:
-    from mle_ppl._src.api.result import MLEFit
+    from mle_ppl._src.engine.estimate import Estimate
 
 #: The one registry of covariance types: name -> description.
 COV_TYPES = {
@@ -32,7 +32,7 @@ COV_TYPES = {
     "cluster": "scores summed within groups; times G/(G-1) * (n-1)/(n-k) (statsmodels' default)",
 }
 
-def _groups(fit: MLEFit, groups, n: int) -> np.ndarray:
+def _groups(fit: Estimate, groups, n: int) -> np.ndarray:
     if groups is None:
         raise MLEError('kind="cluster" needs groups=: an array with one group label per '
                        "observation, or the name of a column of the fitted data table.")
@@ -77,7 +77,7 @@ def sandwich_unconstrained(S: np.ndarray, bread: np.ndarray, kind: str,
     return 0.5 * (V + V.T)
 
 
-def bread_unconstrained(fit: MLEFit) -> np.ndarray | None:
+def bread_unconstrained(fit: Estimate) -> np.ndarray | None:
     """Inverse observed information at ``fit.x`` (unconstrained), or None if not trustworthy.
 
     Recomputed from the Hessian at the reported optimum (one evaluation, no compilation) rather
@@ -93,12 +93,12 @@ def bread_unconstrained(fit: MLEFit) -> np.ndarray | None:
         return None
 
 
-def robust_cov(fit: MLEFit, kind: str = "HC0", *, groups=None) -> pd.DataFrame:
+def robust_cov(fit: Estimate, kind: str = "HC0", *, groups=None) -> pd.DataFrame:
     """Sandwich covariance of the estimates on the user's scale, labels × labels.
 
     Parameters
     ----------
-    fit : MLEFit
+    fit : Estimate
     kind : {"HC0", "HC1", "cluster", "nonrobust"}
         See :data:`COV_TYPES`. ``"nonrobust"`` returns ``fit.cov``.
     groups : array-like or str, optional

@@ -1,1 +1,1 @@
-"""report layer."""
+"""Layer 3, report: closed-form cross-checks, teaching demos and the ArviZ DataTree export."""

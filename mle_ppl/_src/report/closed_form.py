@@ -42,7 +42,7 @@ from scipy import special
 from mle_ppl._src.errors import MLEError
 
 if TYPE_CHECKING:
-    from mle_ppl._src.api.result import MLEFit
+    from mle_ppl._src.engine.estimate import Estimate
     from mle_ppl._src.engine.likelihood import Likelihood
 
 EPS = np.finfo(float).eps
@@ -421,7 +421,7 @@ def _points(x_hat: np.ndarray, cols: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def _detect(fit: MLEFit) -> _Detected:
+def _detect(fit: Estimate) -> _Detected:
     lik = fit.likelihood
     graph = _graph_for(lik)
     x_hat = np.array(fit.x, dtype=float)
@@ -561,7 +561,7 @@ def least_squares(X: np.ndarray, z: np.ndarray) -> LeastSquares:
                         xtx_inv=inv_s / np.outer(d, d), singular_values=s)
 
 
-def _regression(fit: MLEFit, det: _Detected, *, se_tol: float, loglik_tol: float
+def _regression(fit: Estimate, det: _Detected, *, se_tol: float, loglik_tol: float
                 ) -> ClosedFormCheck:
     X, y, c = det.design, det.y, det.offset
     n, m = X.shape
@@ -780,7 +780,7 @@ def newton_reference(problem: _Problem, *, max_iter: int = 200) -> NewtonResult:
                         rank=rank)
 
 
-def _cross_entropy(fit: MLEFit, det: _Detected, *, se_tol: float, loglik_tol: float
+def _cross_entropy(fit: Estimate, det: _Detected, *, se_tol: float, loglik_tol: float
                    ) -> ClosedFormCheck:
     prob = _Problem(det)
     lik = fit.likelihood
@@ -931,13 +931,13 @@ def _saturated(prob: _Problem):
 
 
 # ===================================================================================  public
-def closed_form_check(fit: MLEFit, *, se_tol: float = SE_TOL,
+def closed_form_check(fit: Estimate, *, se_tol: float = SE_TOL,
                       loglik_tol: float = LOGLIK_TOL) -> ClosedFormCheck:
     """Set a fit beside its closed-form solution (least squares or minimum cross-entropy).
 
     Parameters
     ----------
-    fit : MLEFit
+    fit : Estimate
         A fit of a ``pm.Model`` (or model file). Its model's data must not have changed since.
     se_tol : float
         Tolerance for parameters and probabilities, in standard errors of the closed-form
@@ -974,7 +974,7 @@ def closed_form_check(fit: MLEFit, *, se_tol: float = SE_TOL,
     return per_fit[key]
 
 
-def _compute(fit: MLEFit, *, se_tol: float, loglik_tol: float) -> ClosedFormCheck:
+def _compute(fit: Estimate, *, se_tol: float, loglik_tol: float) -> ClosedFormCheck:
     lik = fit.likelihood
     current = -lik.value(np.asarray(fit.x))
     if not math.isclose(current, fit.loglik, rel_tol=1e-9, abs_tol=1e-9):
@@ -991,7 +991,7 @@ def _compute(fit: MLEFit, *, se_tol: float, loglik_tol: float) -> ClosedFormChec
         return ClosedFormCheck(applies=False, reason=na.reason)
 
 
-def closed_form_dict(fit: MLEFit) -> dict[str, Any]:
+def closed_form_dict(fit: Estimate) -> dict[str, Any]:
     """``fit.to_dict()["closed_form"]``: the check as a dict, or ``applies: false`` and why."""
     try:
         return closed_form_check(fit).to_dict()
@@ -1002,7 +1002,7 @@ def closed_form_dict(fit: MLEFit) -> dict[str, Any]:
                                              f"{type(err).__name__}: {err}"}
 
 
-def closed_form_groups(fit: MLEFit, posterior) -> dict[str, Any]:
+def closed_form_groups(fit: Estimate, posterior) -> dict[str, Any]:
     """The ``closed_form`` groups of the fit's DataTree (see :meth:`MLEFit.to_datatree`).
 
     Returns ``{"closed_form": Dataset, "closed_form/checks": Dataset}``. ``closed_form`` holds
@@ -1042,7 +1042,7 @@ def closed_form_groups(fit: MLEFit, posterior) -> dict[str, Any]:
     return {"closed_form": ds, "closed_form/checks": rows}
 
 
-def plot_closed_form(fit: MLEFit, *, laplace_draws: int = 2000, random_seed=0, var_names=None,
+def plot_closed_form(fit: Estimate, *, laplace_draws: int = 2000, random_seed=0, var_names=None,
                      **pc_kwargs):
     """Draw the fit (Laplace approximation) with reference lines at the closed-form solution.
 
@@ -1051,7 +1051,7 @@ def plot_closed_form(fit: MLEFit, *, laplace_draws: int = 2000, random_seed=0, v
 
     Parameters
     ----------
-    fit : MLEFit
+    fit : Estimate
     laplace_draws : int
         Draws from the normal approximation at the MLE (shows the sampling uncertainty).
     random_seed : int or numpy.random.Generator
@@ -1152,7 +1152,7 @@ def underflow_demo(fit_or_terms) -> UnderflowDemo:
 
     Parameters
     ----------
-    fit_or_terms : MLEFit or array-like
+    fit_or_terms : Estimate or array-like
         A fit (its per-observation log-likelihood terms at θ̂ are used) or the terms themselves.
 
     Returns
@@ -1193,7 +1193,7 @@ def underflow_demo(fit_or_terms) -> UnderflowDemo:
 class OptimizerComparison:
     """The same likelihood maximised by several methods: iterations, loss histories, agreement."""
 
-    fits: Mapping[str, MLEFit]
+    fits: Mapping[str, Estimate]
     histories: Mapping[str, np.ndarray]  #: mean NLL per observation after each iteration
     n_obs: int
 
@@ -1278,7 +1278,7 @@ def compare_optimizers(model, data=None, *, methods: Sequence[str] = ("newton", 
     >>> cmp = compare_optimizers(model, learning_rate=0.5)   # doctest: +SKIP
     >>> cmp.table()                                         # doctest: +SKIP
     """
-    from mle_ppl._src.engine.fit import fit as run_fit
+    from mle_ppl._src.engine.fit import estimate as run_fit
     from mle_ppl._src.engine.fit import resolve_model
     from mle_ppl._src.engine.optimize import get_method
 
@@ -1288,7 +1288,7 @@ def compare_optimizers(model, data=None, *, methods: Sequence[str] = ("newton", 
         pm_model = model.likelihood.model
     else:
         pm_model = resolve_model(model, data)[0]
-    fits: dict[str, MLEFit] = {}
+    fits: dict[str, Estimate] = {}
     hists: dict[str, np.ndarray] = {}
     for m in methods:
         kw: dict[str, Any] = {}
