@@ -22,6 +22,7 @@ import numpy as np
 import pymc as pm
 import xarray as xr
 
+from mle_ppl._src.bayes.init import INIT_METHODS, mle_nuts_setup
 from mle_ppl._src.errors import (
     BoundaryWarning,
     ConvergenceWarning,
@@ -184,11 +185,8 @@ def _merge_priors(spec, priors, file_priors: bool = True) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- improper check
-def require_proper_posterior(flat_model: pm.Model, still_flat: list[str], name: str) -> list[str]:
-    """Fit the likelihood; raise :class:`ModelError` if the flat-prior posterior is improper.
-
-    Returns the MLE's other warnings (e.g. non-convergence), to be passed on as notes.
-    """
+def _fit_likelihood(flat_model: pm.Model):
+    """The MLE of ``flat_model`` and the warnings it raised (``(None, [])`` if it cannot fit)."""
     from mle_ppl._src.api.fit import fit
 
     with warnings.catch_warnings(record=True) as caught:
@@ -197,7 +195,20 @@ def require_proper_posterior(flat_model: pm.Model, still_flat: list[str], name: 
             mle = fit(flat_model, likelihood_only=True)
         except MLEError:
             # Not a likelihood mle-ppl can maximise (e.g. potentials): nothing to check with.
-            return []
+            return None, []
+    return mle, list(caught)
+
+
+def require_proper_posterior(flat_model: pm.Model, still_flat: list[str], name: str,
+                             fitted=None) -> list[str]:
+    """Fit the likelihood; raise :class:`ModelError` if the flat-prior posterior is improper.
+
+    ``fitted`` is ``(mle, caught warnings)`` from an earlier fit of ``flat_model``, if any.
+    Returns the MLE's other warnings (e.g. non-convergence), to be passed on as notes.
+    """
+    mle, caught = fitted if fitted is not None else _fit_likelihood(flat_model)
+    if mle is None:
+        return []
     signs = [str(w.message) for w in caught if issubclass(w.category, IMPROPER_SIGNS)]
     if not signs and mle.likelihood.discrete_outcome:
         # Second line of defence for separation: at a finite MLE of a Bernoulli/binomial/
@@ -281,6 +292,7 @@ def sample(
     random_seed=None,
     progress: bool = False,
     check_proper: bool = True,
+    init: str = "mle",
 ) -> xr.DataTree:
     """Sample the posterior of the same model with NUTS (PyMC), for comparison with the MLE.
 
@@ -313,13 +325,22 @@ def sample(
         With flat priors left in the model, maximise the likelihood first and refuse (with a
         :class:`~mle_ppl.ModelError` that explains) when the MLE is not finite, i.e. when the
         posterior is improper (separation, an estimate on a boundary, a flat direction).
+    init : {"mle", "pymc"}
+        ``"mle"`` (default): every chain starts at the MLE, with a mass matrix from the inverse
+        observed information on the unconstrained scale (dense when two parameters correlate
+        beyond ``DENSE_CORRELATION`` = 0.5, else diagonal), adapted further during tuning;
+        see ``benchmarks/README.md`` for what it gains over PyMC's default. When the MLE cannot
+        serve (no finite maximum, priors that change a parameter's transform) PyMC's default
+        is used and ``posterior.attrs["mle_ppl_init"]`` says why. ``"pymc"``: PyMC's default
+        (``jitter+adapt_diag``).
 
     Returns
     -------
     xarray.DataTree
         ``posterior``, ``sample_stats``, ``log_likelihood`` (pointwise), ``observed_data`` (and
         ``constant_data``), with the variable names and dims of :meth:`MLEFit.to_datatree`. The
-        priors used are in ``posterior.attrs["mle_ppl_priors"]`` (JSON).
+        priors used are in ``posterior.attrs["mle_ppl_priors"]`` (JSON), the initialisation
+        in ``posterior.attrs["mle_ppl_init"]``.
 
     Warns
     -----
@@ -344,6 +365,9 @@ def sample(
                        "tune >= 0 and chains >= 1 (e.g. draws=1000, tune=1000, chains=4).")
     if not 0 < target_accept < 1:
         raise MLEError(f"target_accept={target_accept!r} must be between 0 and 1 (e.g. 0.9).")
+    if init not in INIT_METHODS:
+        raise MLEError(f"init={init!r}: expected one of {', '.join(map(repr, INIT_METHODS))} "
+                       f"({'; '.join(f'{k}: {v}' for k, v in INIT_METHODS.items())}).")
     flat_model, name, _table, spec = resolve_model(model, data)
     check_model_data(flat_model)
     chosen = _merge_priors(spec, priors, file_priors)
@@ -357,18 +381,35 @@ def sample(
         bayes_model = flat_model
     still_flat = flat_parameters(bayes_model)
     notes: list[str] = []
+    fitted = None
+    if (check_proper and still_flat) or init == "mle":
+        fitted = _fit_likelihood(flat_model)
     if check_proper and still_flat:
-        notes = require_proper_posterior(flat_model, still_flat, name)
+        notes = require_proper_posterior(flat_model, still_flat, name, fitted)
+    how = {"nuts": {"target_accept": float(target_accept)}}
+    init_text = "pymc: " + INIT_METHODS["pymc"]
+    if init == "mle":
+        setup, why = mle_nuts_setup(fitted[0], bayes_model)
+        if setup is None:
+            init_text += f" (init='mle' could not be used: {why})"
+            notes.append(f"NUTS started from PyMC's default, not from the MLE: {why}.")
+        else:
+            init_text = setup.describe()
+            seeds = np.random.default_rng(random_seed).integers(2**31, size=2)
+            how = {"initvals": setup.initvals,
+                   "step": setup.step(bayes_model, target_accept=target_accept,
+                                      random_seed=int(seeds[0]))}
+            random_seed = int(seeds[1])
     with warnings.catch_warnings():
         # PyMC's own convergence messages are logged (quiet=True silences them); we report
         # diagnostics once, as SamplingWarning, below.
         idata = pm.sample(
             draws=int(draws), tune=int(tune), chains=int(chains), cores=cores,
             random_seed=random_seed, progressbar=progress, quiet=not progress,
-            compute_convergence_checks=False, nuts_sampler="pymc", model=bayes_model,
-            nuts={"target_accept": float(target_accept)})
+            compute_convergence_checks=False, nuts_sampler="pymc", model=bayes_model, **how)
         pm.compute_log_likelihood(idata, model=bayes_model, progressbar=False)
     idata["posterior"].attrs["mle_ppl_model"] = name
+    idata["posterior"].attrs["mle_ppl_init"] = init_text
     idata["posterior"].attrs["mle_ppl_priors"] = json.dumps(
         {rv.name: _describe_prior(rv) for rv in bayes_model.free_RVs})
     problems = sampling_problems(idata, [rv.name for rv in bayes_model.free_RVs])

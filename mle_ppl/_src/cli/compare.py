@@ -73,6 +73,7 @@ def run(args) -> int:
     if args.json:
         doc = cmp.to_dict()
         doc["fit_warnings"] = list(result.warnings)
+        doc["init"] = tree["posterior"].attrs.get("mle_ppl_init")
         doc["plots"] = plots
         json.dump(doc, sys.stdout, allow_nan=False)
         sys.stdout.write("\n")

@@ -43,6 +43,9 @@ def add_sampling_arguments(parser) -> None:
                         help="chains run in parallel (default: PyMC's, up to 4)")
     parser.add_argument("--target-accept", type=float, default=0.8, metavar="P",
                         help="NUTS target acceptance rate (default 0.8)")
+    parser.add_argument("--init", default="mle", choices=["mle", "pymc"],
+                        help="where NUTS starts: mle (default: at the MLE, mass matrix from the "
+                             "observed information) or pymc (PyMC's jitter+adapt_diag)")
     parser.add_argument("--seed", type=int, default=None, metavar="S",
                         help="random seed, for reproducible draws")
     parser.add_argument("--progress", action="store_true",
@@ -86,7 +89,7 @@ def run_sample(args):
         warnings.simplefilter("ignore", SamplingWarning)  # reported in the output instead
         return sample(args.model, args.data, priors=priors, file_priors=not args.flat,
                       draws=args.draws, tune=args.tune, chains=args.chains, cores=args.cores,
-                      target_accept=args.target_accept,
+                      target_accept=args.target_accept, init=args.init,
                       random_seed=args.seed, progress=args.progress)
 
 
@@ -143,7 +146,8 @@ def run(args) -> int:
                   for lab, row in table.iterrows()}
         doc = {"model": attrs.get("mle_ppl_model"), "draws": int(tree["posterior"].sizes["draw"]),
                "chains": int(tree["posterior"].sizes["chain"]), "priors": priors,
-               "parameters": params, "warnings": problems, "notes": notes,
+               "init": attrs.get("mle_ppl_init"), "parameters": params, "warnings": problems,
+               "notes": notes,
                "out": str(out) if out else None}
         json.dump(doc, sys.stdout, allow_nan=False)
         sys.stdout.write("\n")
