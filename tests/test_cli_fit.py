@@ -1,7 +1,7 @@
 """``mle-ppl fit`` and ``mle-ppl models`` run as a user runs them: a subprocess.
 
-Checks exit statuses (0 fitted, 1 not trustworthy, 2 bad input), the JSON document of DESIGN.md
-section 3, stderr content (one line, no traceback) and that nothing is written on bad input.
+Checks exit statuses (0 fitted, 1 not trustworthy, 2 bad input), the JSON document of docs/json.md,
+stderr content (one line, no traceback) and that nothing is written on bad input.
 """
 
 import json
@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
+#: The keys of the JSON document scripts rely on (the full list: docs/json.md, tests/test_docs.py).
 DESIGN_KEYS = {"model", "n_obs", "n_params", "method", "converged", "loglik", "aic", "bic",
                "parameters", "diagnostics", "warnings"}
 

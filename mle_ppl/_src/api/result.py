@@ -126,7 +126,7 @@ class MLEFit(Estimate):
 
     def to_dict(self, *, ci: str = "wald", cov_type: str = "nonrobust",
                 groups=None) -> dict[str, Any]:
-        """The JSON document of DESIGN.md section 3 (NaN and infinities become ``null``).
+        """The JSON document of docs/json.md (NaN and infinities become ``null``).
 
         ``ci="profile"`` gives profile-likelihood intervals (with ``ci_open`` flags per
         parameter: an open end is ``null``); ``cov_type`` ("HC0", "HC1", "cluster" with
@@ -169,7 +169,7 @@ class MLEFit(Estimate):
     def to_datatree(self, *, laplace_draws: int = 0, random_seed=None):
         """ArviZ ``DataTree``: posterior (the MLE as one draw, or Laplace draws), fit, ...
 
-        See DESIGN.md section 5. ``laplace_draws=N`` draws N times from the normal approximation
+        See docs/datatree.md. ``laplace_draws=N`` draws N times from the normal approximation
         on the unconstrained scale and maps the draws back (so σ stays positive).
         """
         from mle_ppl._src.report.datatree import fit_to_datatree

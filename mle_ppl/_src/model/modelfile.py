@@ -1,4 +1,4 @@
-"""Model files: declarative TOML (DESIGN.md section 4) and Python ``build(data)`` files.
+"""Model files: declarative TOML (docs/model-files.md) and Python ``build(data)`` files.
 
 :func:`load_model` reads a file (or a bundled model by name) into a :class:`ModelSpec`. A spec is
 checked completely when it is loaded (sections, keys, distributions and their parameters,

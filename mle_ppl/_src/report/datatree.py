@@ -21,7 +21,7 @@ def _dataset(data, model, sample_dims=("chain", "draw")):
 
 
 def fit_to_datatree(fit, *, laplace_draws: int = 0, random_seed=None) -> xr.DataTree:
-    """Build the DataTree of DESIGN.md section 5 for ``fit`` (see :meth:`MLEFit.to_datatree`)."""
+    """Build the DataTree of docs/datatree.md for ``fit`` (see :meth:`MLEFit.to_datatree`)."""
     lik = fit.likelihood
     model = lik.model
     names = [b.name for b in lik.blocks] + list(lik.deterministic_names)
