@@ -41,12 +41,8 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from mle_ppl._src.api.fit import fit
     from mle_ppl._src.errors import MLEError
-    from mle_ppl._src.report.closed_form import (
-        SE_TOL,
-        closed_form_check,
-        compare_optimizers,
-        underflow_demo,
-    )
+    from mle_ppl._src.report.closed_form import SE_TOL, closed_form_check
+    from mle_ppl._src.report.teaching import compare_optimizers, underflow_demo
 
     if args.max_iter is not None and args.max_iter < 1:
         raise MLEError(f"--max-iter must be a positive integer; got {args.max_iter}.")

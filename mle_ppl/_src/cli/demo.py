@@ -94,7 +94,8 @@ def run(args) -> int:
     from mle_ppl._src.cli import _ui
     from mle_ppl._src.engine.optimize import get_method
     from mle_ppl._src.errors import MLEError
-    from mle_ppl._src.report.closed_form import closed_form_check, underflow_demo
+    from mle_ppl._src.report.closed_form import closed_form_check
+    from mle_ppl._src.report.teaching import underflow_demo
 
     get_method(args.method)  # unknown names: an MLEError listing the methods
     if args.max_iter is not None and args.max_iter < 1:
