@@ -26,13 +26,9 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load on first
     from mle_ppl._src.api.result import MLEFit
     from mle_ppl._src.engine.likelihood import Likelihood, likelihood_for
     from mle_ppl._src.engine.optimize import METHODS
-    from mle_ppl._src.model.modelfile import (
-        ModelSpec,
-        list_models,
-        load_model,
-        loads_model,
-        make_prior,
-    )
+    from mle_ppl._src.model.library import list_models, load_model, loads_model
+    from mle_ppl._src.model.priors import make_prior
+    from mle_ppl._src.model.spec import ModelSpec
 
 # Everything but the exceptions loads on first use: the engine needs PyMC (1.4 s to import), and
 # ArviZ statistics and plots, matplotlib and sampling more still. `import mle_ppl` stays instant,
@@ -41,11 +37,11 @@ _LAZY = {
     "fit": "api.fit",
     "Likelihood": "engine.likelihood",
     "likelihood_for": "engine.likelihood",
-    "ModelSpec": "model.modelfile",
-    "list_models": "model.modelfile",
-    "load_model": "model.modelfile",
-    "loads_model": "model.modelfile",
-    "make_prior": "model.modelfile",
+    "ModelSpec": "model.spec",
+    "list_models": "model.library",
+    "load_model": "model.library",
+    "loads_model": "model.library",
+    "make_prior": "model.priors",
     "METHODS": "engine.optimize",
     "MLEFit": "api.result",
     "sample": "bayes.sample",

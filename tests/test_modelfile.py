@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 import mle_ppl
 from mle_ppl import DataError, MLEError, ModelFileError, load_model, loads_model, make_prior
 from mle_ppl._src.engine import likelihood as likelihood_module
-from mle_ppl._src.model.modelfile import spec_from_toml
+from mle_ppl._src.model.library import spec_from_toml
 
 LINEAR = """
 [model]

@@ -60,3 +60,9 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """Return ``" Did you mean 'x'?"`` for the closest candidate, or an empty string."""
     close = difflib.get_close_matches(str(name), [str(c) for c in candidates], n=1, cutoff=0.6)
     return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type name if the message is empty)."""
+    s = str(err).strip()
+    return s.splitlines()[0] if s else type(err).__name__

@@ -74,7 +74,7 @@ def _out_dir(out: str | None) -> Path | None:
 
 def _models(names: list[str] | None) -> list[str]:
     from mle_ppl._src.errors import ModelFileError, did_you_mean
-    from mle_ppl._src.model.modelfile import bundled_models
+    from mle_ppl._src.model.library import bundled_models
 
     chosen = list(dict.fromkeys(names)) if names else list(DEFAULT_MODELS)
     bundled = bundled_models()

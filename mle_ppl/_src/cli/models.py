@@ -24,7 +24,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from mle_ppl._src.errors import ModelFileError, did_you_mean
-    from mle_ppl._src.model.modelfile import bundled_models, list_models
+    from mle_ppl._src.model.library import bundled_models, list_models
 
     if args.name is not None:
         bundled = bundled_models()

@@ -80,7 +80,7 @@ def resolve_model(model, data) -> tuple[pm.Model, str, Any, Any]:
                 "pm.set_data({...}, model=model) to change it (no recompilation).")
         return model, (model.name or "model"), None, None
     if isinstance(model, str | PathLike):
-        from mle_ppl._src.model.modelfile import load_model
+        from mle_ppl._src.model.library import load_model
 
         model = load_model(model)
     if hasattr(model, "model_for"):

@@ -28,7 +28,9 @@ class DataItem:
     ``kind`` is ``"vector"`` (one numeric column), ``"matrix"`` (several columns; its dim is
     ``dim`` with the column names as coordinates), ``"categorical"`` (labels → integer codes;
     the dim ``dim`` has the levels, without the reference level if one is set) or ``"design"``
-    (a formula's right-hand side, built by formulaic).
+    (a formula's right-hand side, built by formulaic). ``integer``: the outcome of a discrete
+    distribution (bound as integers); ``positive``: every value must be > 0 (an exposure, whose
+    log is the offset).
     """
 
     name: str
@@ -40,6 +42,8 @@ class DataItem:
     dim: str | None = None
     formula: str | None = None
     used_in: tuple[str, ...] = field(default=(), compare=False)
+    integer: bool = False
+    positive: bool = False
 
 
 @dataclass(frozen=True)
@@ -208,8 +212,7 @@ def _categorical(series: pd.Series, item: DataItem, file: str | None):
     return codes, levels, coord
 
 
-def bind(items: list[DataItem], data: Any, *, file: str | None = None,
-         integer: frozenset[str] = frozenset()) -> BoundData:
+def bind(items: list[DataItem], data: Any, *, file: str | None = None) -> BoundData:
     """Bind ``data`` to the data items of a model; all checks happen here, before any model.
 
     Parameters
@@ -218,13 +221,12 @@ def bind(items: list[DataItem], data: Any, *, file: str | None = None,
     data : DataFrame, mapping or path
     file : str, optional
         Model file name for messages.
-    integer : set of str
-        Names observed by a discrete distribution (bound as integers).
 
     Raises
     ------
     DataError
-        Missing columns, non-numeric values, NaN/inf, empty table, unknown or absent levels.
+        Missing columns, non-numeric values, NaN/inf, non-integer counts, non-positive
+        exposures, empty table, unknown or absent levels.
     """
     table = read_table(data, file=file)
     arrays: dict[str, np.ndarray] = {}
@@ -248,8 +250,15 @@ def bind(items: list[DataItem], data: Any, *, file: str | None = None,
             levels[item.name] = lev
             structure.append((item.name, "categorical", lev, coord))
             continue
-        cols = [_numeric(_column(table, c, item, file), c, item, file,
-                         integer=item.name in integer) for c in item.columns]
+        cols = [_numeric(_column(table, c, item, file), c, item, file, integer=item.integer)
+                for c in item.columns]
+        if item.positive:
+            for c, values in zip(item.columns, cols, strict=True):
+                bad = values <= 0
+                if bad.any():
+                    raise DataError(f"{_where(file, item.key)}: column {c!r} must be positive "
+                                    f"(log {item.name} is the offset); rows "
+                                    f"{_bad_rows(bad)} are not.")
         if item.kind == "vector":
             arrays[item.name] = cols[0]
         else:

@@ -1,0 +1,282 @@
+"""ModelSpec: a loaded model file, its data binding, and the cached ``pm.Model`` it builds.
+
+:func:`~mle_ppl.load_model` (:mod:`.library`) reads a file into a :class:`ModelSpec`. The data are
+checked when they are bound (:func:`.data.bind`, every check, before any PyMC object is built).
+``spec.model_for(data)`` builds the ``pm.Model`` (flat priors, data in ``pm.Data``) and caches it
+per data structure (columns, dtypes, levels): a new table of the same structure is swapped in
+with ``pm.set_data``, so the compiled likelihood is reused (no recompilation).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pymc as pm
+import pytensor.tensor as pt
+
+from mle_ppl._src.errors import DataError, MLEError, ModelFileError, did_you_mean, first_line
+from mle_ppl._src.model.data import BoundData, DataItem, bind, read_table, suggest
+from mle_ppl._src.model.expressions import Expression, parse_distribution_call
+from mle_ppl._src.model.priors import make_param
+from mle_ppl._src.model.toml import OBS_DIM, LikelihoodDecl, ModelDecl, ParamDecl, key_where
+
+#: Most cached pm.Models (data structures) kept per spec.
+CACHE_SIZE = 8
+
+
+class ModelSpec:
+    """A loaded model file: name, description, priors, and how to build its ``pm.Model``.
+
+    Use :func:`load_model` to create one. ``model_for(data)`` returns the (cached) flat-prior
+    ``pm.Model`` and the bound table; ``build_model(data, priors=...)`` a fresh model with
+    priors for the Bayesian fit.
+
+    Examples
+    --------
+    >>> spec = load_model("linear_regression")      # doctest: +SKIP
+    >>> pm_model, table = spec.model_for(spec.default_data())   # doctest: +SKIP
+    """
+
+    def __init__(self, *, name: str, description: str, path: Path | None,
+                 priors: dict[str, str], _file: str, _items=(), _params=(), _likelihoods=(),
+                 _default_data: str | None = None, _build=None, _build_takes_priors=False):
+        self.name = name
+        self.description = description
+        self.path = path
+        self.priors = dict(priors)
+        self._file = _file
+        self._items: tuple[DataItem, ...] = tuple(_items)
+        self._params: tuple[ParamDecl, ...] = tuple(_params)
+        self._likelihoods: tuple[LikelihoodDecl, ...] = tuple(_likelihoods)
+        self._default_data = _default_data
+        self._build = _build
+        self._build_takes_priors = _build_takes_priors
+        self._cache: OrderedDict = OrderedDict()
+
+    @classmethod
+    def from_decl(cls, decl: ModelDecl) -> ModelSpec:
+        """The spec of a validated TOML model file (:func:`.toml.parse_toml`)."""
+        return cls(name=decl.name, description=decl.description, path=decl.path,
+                   priors=decl.priors, _file=decl.file, _items=decl.items, _params=decl.params,
+                   _likelihoods=decl.likelihoods, _default_data=decl.default_data)
+
+    def __repr__(self) -> str:
+        where = f" from {str(self.path)!r}" if self.path else ""
+        return f"<ModelSpec {self.name!r}{where}>"
+
+    @property
+    def kind(self) -> str:
+        """``"toml"`` or ``"python"``."""
+        return "python" if self._build is not None else "toml"
+
+    @property
+    def parameter_names(self) -> tuple[str, ...]:
+        """Names of the declared parameters (TOML files), in declaration order."""
+        return tuple(p.name for p in self._params)
+
+    @property
+    def default_data_path(self) -> Path | None:
+        """The file named by ``[model] data``, resolved relative to the model file."""
+        if self._default_data is None:
+            return None
+        p = Path(self._default_data)
+        if not p.is_absolute() and self.path is not None:
+            p = self.path.parent / p
+        return p
+
+    def default_data(self):
+        """The default data table (``[model] data``, relative to the file), or None."""
+        p = self.default_data_path
+        if p is None:
+            return None
+        if not p.is_file():
+            raise DataError(f"model file {self._file!r}, key model.data: the default data file "
+                            f"{str(p)!r} does not exist; pass data= or fix the path.")
+        return read_table(p, file=self._file)
+
+    # --------------------------------------------------------------- binding
+    def bind(self, data) -> BoundData:
+        """Bind ``data`` to this model's data names (every check happens here).
+
+        Raises
+        ------
+        DataError
+        """
+        if self.kind == "python":
+            raise ModelFileError(f"{self._file!r} is a Python model file; its build(data) reads "
+                                 "the table itself.")
+        return bind(list(self._items), data, file=self._file)
+
+    def model_for(self, data) -> tuple[pm.Model, Any]:
+        """The flat-prior ``pm.Model`` for ``data`` and the bound table.
+
+        Models are cached per data structure (columns, dtypes, levels): a table of the same
+        structure is swapped into the cached model with ``pm.set_data`` (no recompilation), and
+        the same ``pm.Model`` object is returned.
+        """
+        if self.kind == "python":
+            table = read_table(data, file=self._file)
+            return self._call_build(table, None), table
+        bound = self.bind(data)
+        key = bound.structure
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            model, containers = hit
+            values = {containers[name]: arr for name, arr in bound.arrays.items()}
+            pm.set_data(values, model=model, coords={OBS_DIM: np.arange(bound.n)})
+            return model, bound.table
+        model, containers = self._build_pm(bound, priors=None)
+        self._cache[key] = (model, containers)
+        while len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return model, bound.table
+
+    def build_model(self, data, priors: Mapping[str, str] | None = None) -> pm.Model:
+        """A fresh ``pm.Model`` for ``data``; ``priors`` (name -> ``"Normal(0, 2.5)"``) replace
+        the flat priors of the named parameters (``None``: all flat).
+
+        Examples
+        --------
+        >>> spec = load_model("logistic_regression")                  # doctest: +SKIP
+        >>> m = spec.build_model(spec.default_data(), priors=spec.priors)   # doctest: +SKIP
+        """
+        if self.kind == "python":
+            table = read_table(data, file=self._file)
+            if priors:
+                if not self._build_takes_priors:
+                    raise ModelFileError(
+                        f"Python model file {self._file!r}: build(data) takes no priors; define "
+                        "build(data, priors=None) to accept them.")
+                return self._call_build(table, dict(priors))
+            return self._call_build(table, None)
+        priors = dict(priors or {})
+        names = {p.name for p in self._params}
+        for k, text in priors.items():
+            if k not in names:
+                raise ModelFileError(f"model file {self._file!r}: priors name unknown parameter "
+                                     f"{k!r}.{did_you_mean(k, names)} Parameters: "
+                                     f"{sorted(names)}.")
+            parse_distribution_call(text, where=f"model file {self._file!r}, prior of {k!r}")
+        model, _ = self._build_pm(self.bind(data), priors=priors)
+        return model
+
+    # --------------------------------------------------------------- building
+    def _container_names(self, bound: BoundData) -> dict[str, str]:
+        taken = {self._dim(d) for d in bound.coords} | {OBS_DIM} | {p.name for p in self._params}
+        taken |= {lk.name for lk in self._likelihoods}
+        out = {}
+        for it in self._items:
+            cname = it.name if it.name not in taken else f"{it.name}_data"
+            if cname in taken or cname in out.values():
+                raise ModelFileError(f"model file {self._file!r}, key {it.key}: the name "
+                                     f"{cname!r} is taken; rename the data entry.")
+            out[it.name] = cname
+        return out
+
+    def _build_pm(self, bound: BoundData, priors: Mapping[str, str] | None):
+        file = self._file
+        containers = self._container_names(bound)
+        coords = {OBS_DIM: np.arange(bound.n),
+                  **{self._dim(d): list(v) for d, v in bound.coords.items()}}
+        ref_index: dict[str, int] = {}
+        for it in self._items:
+            if it.kind == "categorical" and it.reference is not None:
+                ref_index[self._dim(it.dim)] = bound.levels[it.name].index(str(it.reference))
+        index_names = frozenset(it.name for it in self._items if it.kind == "categorical")
+        try:
+            with pm.Model(coords=coords) as model:
+                env: dict[str, Any] = {}
+                for it in self._items:
+                    arr = bound.arrays[it.name]
+                    dims = (OBS_DIM,) if arr.ndim == 1 else (OBS_DIM, self._dim(it.dim))
+                    env[it.name] = pm.Data(containers[it.name], arr, dims=dims)
+                for p in self._params:
+                    prior = (priors or {}).get(p.name)
+                    p = replace(p, dims=tuple(self._dim(d) for d in p.dims))
+                    rv = make_param(p, prior, file)
+                    env[p.name] = _pad_reference(rv, p.dims, ref_index)
+                for lk in self._likelihoods:
+                    kwargs = {}
+                    for k, e in lk.params:
+                        where = key_where(file, f"{lk.key}.{k}")
+                        if isinstance(e, Expression):
+                            try:
+                                kwargs[k] = e.to_tensor(env, index_names=index_names)
+                            except MLEError:
+                                raise
+                            except Exception as err:  # noqa: BLE001 - PyTensor's many errors
+                                raise ModelFileError(f"{where}: cannot build {e.text!r}: "
+                                                     f"{first_line(err)}") from None
+                        else:
+                            kwargs[k] = e
+                    obs = env[lk.observed]
+                    dims = ((OBS_DIM,) if obs.ndim == 1
+                            else (OBS_DIM, self._dim(self._item(lk.observed).dim)))
+                    try:
+                        lk.distribution.cls(lk.name, **kwargs, observed=obs, dims=dims)
+                    except MLEError:
+                        raise
+                    except Exception as err:  # noqa: BLE001 - PyMC's many errors, all ours
+                        raise ModelFileError(f"{key_where(file, lk.key)}: cannot build "
+                                             f"{lk.distribution.name}({', '.join(kwargs)}) "
+                                             f"observing {lk.observed!r}: {first_line(err)}"
+                                             ) from None
+        except MLEError:
+            raise
+        except Exception as err:  # noqa: BLE001 - anything else while building is the file's
+            raise ModelFileError(f"model file {file!r}: cannot build the model: "
+                                 f"{first_line(err)}") from None
+        return model, containers
+
+    def _dim(self, dim: str) -> str:
+        """PyMC name of a dim: the data name, or ``<name>_dim`` if an observed variable has it."""
+        return f"{dim}_dim" if any(lk.name == dim for lk in self._likelihoods) else dim
+
+    def _item(self, name: str) -> DataItem:
+        return next(it for it in self._items if it.name == name)
+
+    def _call_build(self, table, priors):
+        try:
+            model = self._build(table, priors=priors) if priors is not None else self._build(table)
+        except MLEError:
+            raise
+        except KeyError as err:
+            cols = [str(c) for c in table.columns]
+            key = err.args[0] if err.args else "?"
+            raise DataError(f"Python model file {self._file!r}: build(data) asked for column "
+                            f"{key!r}, which is not in the data table."
+                            f"{suggest(str(key), cols)} Columns are {cols[:20]}.") from None
+        except Exception as err:  # noqa: BLE001 - user code: report it without a traceback
+            raise ModelFileError(f"Python model file {self._file!r}: build(data) raised "
+                                 f"{type(err).__name__}: {first_line(err)}") from None
+        if not isinstance(model, pm.Model):
+            raise ModelFileError(f"Python model file {self._file!r}: build(data) must return a "
+                                 f"pymc.Model, got {type(model).__name__}.")
+        return model
+
+
+
+def _pad_reference(rv, dims: tuple[str, ...], ref_index: Mapping[str, int]):
+    """Insert zeros at the reference level of each categorical dim (treatment coding)."""
+    out = rv
+    for axis, d in enumerate(dims):
+        if d not in ref_index:
+            continue
+        r = ref_index[d]
+        zshape = [out.shape[i] for i in range(out.ndim)]
+        zshape[axis] = 1
+        zeros = pt.zeros(zshape, dtype=out.dtype)
+        before = [slice(None)] * out.ndim
+        after = [slice(None)] * out.ndim
+        before[axis] = slice(0, r)
+        after[axis] = slice(r, None)
+        out = pt.concatenate([out[tuple(before)], zeros, out[tuple(after)]], axis=axis)
+    return out
+
+
