@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     ap.add_argument("--chains", type=int, default=2)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
-    from mle_ppl._src.model.modelfile import bundled_models
+    from mle_ppl._src.model.library import bundled_models
 
     models = args.models or ([str(STACKLOSS)] if args.quick else
                              [str(STACKLOSS), *sorted(bundled_models())])
