@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from mle_ppl._src.errors import DataError, did_you_mean
+from mle_ppl._src.model.names import find_column
 
 #: Data file formats read by :func:`read_table`, by suffix.
 READERS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -97,6 +98,8 @@ def read_table(data: Any, *, file: str | None = None) -> pd.DataFrame:
                     f"data[{k!r}] has shape {arr.shape}; a mapping of data must hold 1-D columns "
                     "(one value per observation). Split a matrix into named columns, e.g. "
                     "{'x1': X[:, 0], 'x2': X[:, 1]}.")
+            if str(k) in cols:
+                raise DataError(f"the data mapping has two keys named {str(k)!r}; rename one.")
             cols[str(k)] = arr
         lengths = {k: len(v) for k, v in cols.items()}
         if len(set(lengths.values())) > 1:
@@ -109,7 +112,19 @@ def read_table(data: Any, *, file: str | None = None) -> pd.DataFrame:
     if table.shape[0] == 0:
         raise DataError(f"the data table is empty (0 rows){' for ' + _where(file) if file else ''};"
                         " a fit needs at least one observation.")
+    _check_unique_columns([str(c) for c in table.columns], "the data table")
     return table
+
+
+def _check_unique_columns(names: list[str], what: str) -> None:
+    """A column named twice is ambiguous (pandas would silently rename the second ``x1.1``)."""
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            raise DataError(f"{what} has the column {name!r} twice (columns {seen[name] + 1} and "
+                            f"{i + 1}); which one to use is ambiguous. Rename or drop one of "
+                            "them.")
+        seen[name] = i
 
 
 def _read_path(path: Path) -> pd.DataFrame:
@@ -120,18 +135,31 @@ def _read_path(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"data file {str(path)!r} does not exist"
                         + (" (it is a directory)." if path.is_dir() else "."))
+    what = f"data file {str(path)!r}"
     try:
         if fmt == "csv":
+            # the header as written: read_csv renames a repeated name x1 to x1.1
+            header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)
+            _check_unique_columns([str(v) for v in header.iloc[0].tolist()], what)
             return pd.read_csv(path)
+        import pyarrow.parquet as pq
+
+        _check_unique_columns(list(pq.read_schema(path).names), what)
         return pd.read_parquet(path)
     except pd.errors.EmptyDataError:
         raise DataError(f"data file {str(path)!r} is empty.") from None
-    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as err:
+    except DataError:
+        raise
+    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError, OverflowError,
+            RecursionError, MemoryError) as err:
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise DataError(f"cannot read data file {str(path)!r} as {fmt}: {msg}") from None
 
 
 def _column(table: pd.DataFrame, col: str, item: DataItem, file: str | None) -> pd.Series:
+    found = find_column(table.columns, col, where=_where(file, item.key))
+    if found is not None:
+        col = found
     if col not in table.columns:
         cols = [str(c) for c in table.columns]
         used = f" (used in {', '.join(item.used_in)})" if item.used_in else ""

@@ -3,7 +3,8 @@
 A model file says ``mu = "alpha + x @ beta"``. The text is parsed by :func:`ast.parse` (which
 only builds a syntax tree, it runs nothing) and every node is checked against a whitelist:
 
-- numbers (``int``/``float``), names of data and parameters;
+- numbers (``int`` up to 2**53, finite ``float``; constant arithmetic such as ``10**10**10``
+  must stay a finite float, see :mod:`~mle_ppl._src.model.literals`), data and parameter names;
 - ``+ - * / ** @``, unary ``-``/``+``, parentheses;
 - calls of the functions in :data:`FUNCTIONS` (positional arguments only);
 - indexing ``a[i]`` by an integer, a slice of integers, or a data name (``alpha[group]``).
@@ -27,6 +28,8 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from mle_ppl._src.errors import ModelFileError, did_you_mean
+from mle_ppl._src.model.literals import check_numbers
+from mle_ppl._src.model.names import normalize, normalize_keys
 
 #: Longest expression text accepted (characters) and largest syntax tree (nodes).
 MAX_LENGTH = 4000
@@ -135,6 +138,9 @@ class Expression:
 
         ``index_names`` are the names allowed as an index (``alpha[group]``): integer data.
         """
+        # names in the tree are NFKC-normalised by the parser (µ -> μ); normalise the env too
+        env = normalize_keys(env)
+        index_names = frozenset(normalize(n) for n in index_names)
         try:
             return _Builder(env, self.where, index_names).visit(self.tree.body)
         except ModelFileError:
@@ -163,6 +169,7 @@ def _syntax_tree(text: str, where: str) -> ast.Expression:
     n = sum(1 for _ in ast.walk(tree))
     if n > MAX_NODES:
         raise _fail(where, f"the expression is too large ({n} syntax nodes; at most {MAX_NODES})")
+    check_numbers(tree, text=text, where=where)  # 10**10**10 would never finish
     return tree
 
 
@@ -245,6 +252,7 @@ def parse_expression(text: str, *, known: Mapping[str, str] | None = None,
         if isinstance(node, ast.Name) and id(node) not in called:
             names.add(node.id)
     if known is not None:
+        known = normalize_keys(known)  # as Python does: µ (micro sign) is μ
         for name in sorted(names):
             if name not in known:
                 if name in FUNCTIONS:
