@@ -19,18 +19,18 @@ exit status: 0 every identity agrees (or no closed form applies: the output says
 
 
 def add_arguments(parser) -> None:
-    from mle_ppl._src.cli._common import add_model_arguments
+    from mle_ppl._src.cli._common import add_model_arguments, positive_float, positive_int
 
     add_model_arguments(parser)
     parser.add_argument("--json", action="store_true",
                         help="print one JSON document (the fit's, with 'closed_form')")
     parser.add_argument("--method", default="newton",
                         help="optimizer (see `mle-ppl fit --help`); default newton")
-    parser.add_argument("--max-iter", type=int, default=None, metavar="N",
+    parser.add_argument("--max-iter", type=positive_int, default=None, metavar="N",
                         help="iteration cap of the optimizer")
-    parser.add_argument("--learning-rate", type=float, default=0.1, metavar="LR",
+    parser.add_argument("--learning-rate", type=positive_float, default=0.1, metavar="LR",
                         help="step size of --method gd (and of gd in --optimizers)")
-    parser.add_argument("--se-tol", type=float, default=None, metavar="TOL",
+    parser.add_argument("--se-tol", type=positive_float, default=None, metavar="TOL",
                         help="tolerance for parameters, in standard errors (default 1e-3)")
     parser.add_argument("--underflow", action="store_true",
                         help="also show where the likelihood as a product underflows to 0.0")
@@ -40,15 +40,12 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from mle_ppl._src.api.fit import fit
-    from mle_ppl._src.errors import MLEError
+    from mle_ppl._src.engine.optimize import get_method
     from mle_ppl._src.report.closed_form import SE_TOL, closed_form_check
     from mle_ppl._src.report.teaching import compare_optimizers, underflow_demo
 
-    if args.max_iter is not None and args.max_iter < 1:
-        raise MLEError(f"--max-iter must be a positive integer; got {args.max_iter}.")
+    get_method(args.method)  # an unknown method is refused before the fit (it lists them)
     se_tol = SE_TOL if args.se_tol is None else args.se_tol
-    if not se_tol > 0:
-        raise MLEError(f"--se-tol must be positive (e.g. 1e-3); got {args.se_tol}.")
     from mle_ppl._src.cli._ui import progress_enabled
 
     result = fit(args.model, args.data, method=args.method, max_iter=args.max_iter,

@@ -25,10 +25,12 @@ priors (give --prior for the named parameters).
 
 
 def add_arguments(parser) -> None:
+    from mle_ppl._src.cli._common import nonnegative_int, probability
+
     add_sampling_arguments(parser)
-    parser.add_argument("--level", type=float, default=0.95, metavar="P",
+    parser.add_argument("--level", type=probability, default=0.95, metavar="P",
                         help="level of the Wald interval and the HDI (default 0.95)")
-    parser.add_argument("--laplace-draws", type=int, default=1000, metavar="N",
+    parser.add_argument("--laplace-draws", type=nonnegative_int, default=1000, metavar="N",
                         help="draws from the Laplace approximation for its ELPD-LOO "
                              "(default 1000; 0 skips)")
     parser.add_argument("--plot", metavar="FILE", default=None,
@@ -40,16 +42,17 @@ def run(args) -> int:
 
     from mle_ppl._src.api.fit import fit
     from mle_ppl._src.bayes.compare import compare
-    from mle_ppl._src.errors import MLEError, SamplingWarning
+    from mle_ppl._src.errors import SamplingWarning
 
-    if not 0 < args.level < 1:
-        raise MLEError(f"--level must be between 0 and 1 (e.g. 0.95); got {args.level}.")
-    if args.laplace_draws < 0:
-        raise MLEError(f"--laplace-draws must be >= 0; got {args.laplace_draws}.")
     if args.plot:
+        from pathlib import Path
+
         from mle_ppl._src.bayes.plots import check_plot_path
+        from mle_ppl._src.cli._common import check_writable_folder
 
         check_plot_path(args.plot)  # fail before the (slow) sampling
+        folder = Path(args.plot).parent
+        check_writable_folder("--plot", args.plot, folder if str(folder) else Path("."))
     from mle_ppl._src.cli._ui import progress_enabled
 
     result = fit(args.model, args.data, warn=False,

@@ -39,6 +39,8 @@ exit status: 0 every fit is trustworthy and every closed-form identity holds (an
 
 
 def add_arguments(parser) -> None:
+    from mle_ppl._src.cli._common import positive_int
+
     parser.add_argument("--bayes", action="store_true",
                         help=f"also sample {BAYES_MODEL} with NUTS (flat priors, "
                              f"{BAYES_SETTINGS['chains']} chains x {BAYES_SETTINGS['draws']} "
@@ -47,7 +49,7 @@ def add_arguments(parser) -> None:
                         help="bundled model to fit instead of the defaults (repeatable)")
     parser.add_argument("--method", default="newton", metavar="METHOD",
                         help="optimizer for the fits: newton (default), lbfgs or gd")
-    parser.add_argument("--max-iter", type=int, default=None, metavar="N",
+    parser.add_argument("--max-iter", type=positive_int, default=None, metavar="N",
                         help="iteration cap of the optimizer (stop early to see a check fail)")
     parser.add_argument("--out", metavar="DIR", default=None,
                         help="folder for DataTrees (.nc), plots and demo.json (created if "
@@ -69,6 +71,11 @@ def _out_dir(out: str | None) -> Path | None:
                        "(created if missing), e.g. --out results/.")
     if not path.parent.is_dir() and str(path.parent) not in ("", "."):
         raise MLEError(f"--out {out!r}: the parent folder {str(path.parent)!r} does not exist.")
+    from mle_ppl._src.cli._common import check_writable_folder
+
+    # the folder (or, if it is still to be created, its parent) must be writable before any fit
+    check_writable_folder("--out", out, path if path.is_dir() else
+                          (path.parent if str(path.parent) else Path(".")))
     return path
 
 
@@ -93,13 +100,10 @@ def run(args) -> int:
     from mle_ppl._src.api.fit import fit
     from mle_ppl._src.cli import _ui
     from mle_ppl._src.engine.optimize import get_method
-    from mle_ppl._src.errors import MLEError
     from mle_ppl._src.report.closed_form import closed_form_check
     from mle_ppl._src.report.teaching import underflow_demo
 
     get_method(args.method)  # unknown names: an MLEError listing the methods
-    if args.max_iter is not None and args.max_iter < 1:
-        raise MLEError(f"--max-iter must be a positive integer; got {args.max_iter}.")
     out = _out_dir(args.out)
     names = _models(args.model)
     quiet = args.quiet or args.json
@@ -166,7 +170,7 @@ def run(args) -> int:
 
             path = out / f"{name}.nc"
             with _ui.step(f"writing {path}", enabled=show):
-                write_datatree(result.to_datatree(), path)
+                write_datatree(result.to_datatree(), path, shown=str(path))
             doc["files"].append(str(path))
 
     if args.bayes:

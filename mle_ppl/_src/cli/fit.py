@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -20,18 +17,16 @@ EXAMPLES = """\
   mle-ppl fit model.py --data d.csv --method lbfgs --quiet; echo $?
   mle-ppl fit poisson_exposure --ci profile --json  # profile-likelihood intervals
   mle-ppl fit model.toml --data d.csv --cov cluster --cluster firm   # cluster-robust errors
-  mle-ppl fit mixture.toml --starts 20 --seed 1     # multi-start: warns about local optima
+  mle-ppl fit exponential_decay --starts 20 --seed 1   # multi-start: do the optima agree?
 
 exit status: 0 fitted; 1 fitted but not trustworthy (not converged, non-identifiable,
 separation, boundary: the output says why); 2 bad input (message on stderr, nothing on stdout).
+--out is checked (format, folder, writable) before the fit; if writing it still fails (e.g. a
+full disk), the exit status is 2, nothing is printed and no file is left behind.
 """
 
-#: Output formats of ``--out``, by suffix.
-OUT_FORMATS = {".nc": "netcdf", ".zarr": "zarr"}
-
-
 def add_arguments(parser) -> None:
-    from mle_ppl._src.cli._common import add_model_arguments
+    from mle_ppl._src.cli._common import add_model_arguments, positive_int, seed
     from mle_ppl._src.engine.optimize import METHODS
 
     add_model_arguments(parser)
@@ -39,7 +34,7 @@ def add_arguments(parser) -> None:
                         help="print exactly one JSON document on stdout")
     parser.add_argument("--method", default="newton", choices=list(METHODS),
                         help="optimizer (default: newton)")
-    parser.add_argument("--max-iter", type=int, default=None, metavar="N",
+    parser.add_argument("--max-iter", type=positive_int, default=None, metavar="N",
                         help="iteration cap of the optimizer")
     parser.add_argument("--out", metavar="FILE", default=None,
                         help="also write the fit as an ArviZ DataTree: FILE.nc (netCDF) or "
@@ -53,28 +48,23 @@ def add_arguments(parser) -> None:
                              "information (default) or a sandwich (HC0, HC1, cluster)")
     parser.add_argument("--cluster", metavar="COLUMN", default=None,
                         help="grouping column of the data for --cov cluster")
-    parser.add_argument("--starts", type=int, default=1, metavar="K",
+    parser.add_argument("--starts", type=positive_int, default=1, metavar="K",
                         help="optimizer starts (1 + K-1 jittered); reports whether they agree")
-    parser.add_argument("--seed", type=int, default=None,
-                        help="random seed of the jittered starts")
+    parser.add_argument("--seed", type=seed, default=None,
+                        help="random seed of the jittered starts (0 to 2**32 - 1)")
     parser.add_argument("--quiet", action="store_true",
                         help="print nothing but the JSON document (with --json); the exit "
                              "status tells the outcome")
 
 
 def _check_out(out: str | None) -> Path | None:
+    from mle_ppl._src.cli._common import check_out_file
     from mle_ppl._src.errors import MLEError
 
     if out is None:
         return None
-    path = Path(out)
-    if path.suffix not in OUT_FORMATS:
-        raise MLEError(f"--out {out!r}: unknown format {path.suffix or '(no suffix)'!r}; use a "
-                       f"name ending in {' or '.join(OUT_FORMATS)} (netCDF or zarr).")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise MLEError(f"--out {out!r}: the folder {str(parent)!r} does not exist.")
-    if path.suffix == ".zarr":
+    path = check_out_file("--out", out, {".nc": "netCDF", ".zarr": "zarr"})
+    if path.suffix.lower() == ".zarr":
         try:
             import zarr  # noqa: F401
         except ImportError:
@@ -83,69 +73,85 @@ def _check_out(out: str | None) -> Path | None:
     return path
 
 
-def write_datatree(tree, path: Path) -> None:
+def write_datatree(tree, path: Path, *, option: str = "--out", shown: str | None = None) -> None:
     """Write ``tree`` to ``path`` atomically: a temporary sibling, then a rename.
 
-    Nothing is left half-written: on any failure the temporary file is removed.
+    Nothing is left half-written: on any failure the temporary file is removed, and the
+    MLEError names ``option`` and the path as the user gave it (``shown``).
     """
-    from mle_ppl._src.errors import MLEError
+    from mle_ppl._src.cli._common import write_file
 
-    fmt = OUT_FORMATS[path.suffix]
-    parent = path.parent if str(path.parent) else Path(".")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=parent))
-    target = tmp / path.name
-    try:
-        if fmt == "netcdf":
+    def writer(target: Path) -> None:
+        if path.suffix.lower() == ".nc":
             tree.to_netcdf(target, engine="netcdf4")
         else:
             with warnings.catch_warnings():
                 # zarr 3 notes that consolidated metadata is not in its v3 spec; xarray reads it.
                 warnings.filterwarnings("ignore", message="Consolidated metadata")
                 tree.to_zarr(target)
-        if path.is_dir() and fmt == "zarr":
-            shutil.rmtree(path)
-        os.replace(target, path)
-    except OSError as err:
-        raise MLEError(f"--out {str(path)!r}: cannot write: {err.strerror or err}") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    write_file(option, shown if shown is not None else str(path), path, writer)
+
+
+def _check_cluster(result, column: str) -> None:
+    """--cluster names a column of the fitted data with at least two groups (CLI wording)."""
+    from mle_ppl._src.errors import DataError, did_you_mean
+
+    table = result.data
+    if table is None:  # pragma: no cover - every CLI fit has a data table
+        raise DataError("--cov cluster needs the data table; this model has none.")
+    cols = [str(c) for c in table.columns]
+    if column not in cols:
+        raise DataError(f"--cluster {column!r} is not a column of the data; columns are "
+                        f"{cols[:20]}.{did_you_mean(column, cols)}")
+    groups = table[column]
+    if groups.isna().any():
+        rows = [int(i) for i in groups.index[groups.isna()][:5]]
+        raise DataError(f"--cluster {column!r} has missing values at row(s) {rows}; every row "
+                        "needs a group.")
+    if groups.nunique() < 2:
+        raise DataError(f"--cluster {column!r} has a single group; cluster-robust standard "
+                        "errors need at least 2 groups.")
 
 
 def run(args) -> int:
     from mle_ppl._src.api.fit import fit
     from mle_ppl._src.errors import MLEError
 
-    if args.max_iter is not None and args.max_iter < 1:
-        raise MLEError(f"--max-iter must be a positive integer; got {args.max_iter}.")
     out = _check_out(args.out)
     if (args.cov == "cluster") != (args.cluster is not None):
         raise MLEError("--cov cluster and --cluster COLUMN go together: name the grouping "
                        "column of the data with --cluster.")
-    if args.starts < 1:
-        raise MLEError(f"--starts must be a positive integer; got {args.starts}.")
     from mle_ppl._src.cli._ui import progress_enabled
 
     result = fit(args.model, args.data, method=args.method, max_iter=args.max_iter, warn=False,
                  starts=args.starts, random_seed=args.seed,
                  progress=progress_enabled(args.quiet))  # on stderr, only on a terminal
+    if args.cluster is not None:
+        _check_cluster(result, args.cluster)
     doc_kw = {"ci": args.ci, "cov_type": args.cov, "groups": args.cluster}
-    if out is not None:
-        write_datatree(result.to_datatree(), out)
     status = 0 if result.trustworthy else 1
+    # everything printed is computed before anything is written: an error here leaves no file
+    text = None
     if args.json:
-        json.dump(result.to_dict(**doc_kw), sys.stdout, allow_nan=False)
-        sys.stdout.write("\n")
+        text = json.dumps(result.to_dict(**doc_kw), allow_nan=False)
     elif not args.quiet:
         spec = result.spec
         head = []
         if spec is not None and spec.description:
             head.append(f"{spec.name}: {spec.description}")
         if out is not None:
-            head.append(f"DataTree written to {out}")
-        text = str(result)
+            head.append(f"DataTree written to {args.out}")
+        body = str(result)
         if args.cov != "nonrobust" or args.ci != "wald":
-            text += "\n\n" + _inference_table(result, **doc_kw)
-        sys.stdout.write("\n".join([*head, text]) + "\n")
+            body += "\n\n" + _inference_table(result, **doc_kw)
+        text = "\n".join([*head, body])
+    elif args.cov != "nonrobust":
+        result.table(cov_type=args.cov, groups=args.cluster)  # its errors are exit 2 too
+    if out is not None:
+        write_datatree(result.to_datatree(), out, shown=args.out)
+    if text is not None:
+        sys.stdout.write(text + "\n")
     return status
 
 

@@ -7,8 +7,13 @@ Each subcommand lives in its own module under ``mle_ppl._src.cli`` and defines:
 - ``add_arguments(parser)``: its options;
 - ``run(args) -> int``: the exit status (0 fitted, 1 fitted but not trustworthy, 2 bad input).
 
-User mistakes (:class:`~mle_ppl.MLEError`, missing files) print one message on stderr and exit 2
-without a traceback; nothing is written to stdout then.
+User mistakes print one line on stderr and exit 2 without a traceback; nothing is written to
+stdout then. That covers :class:`~mle_ppl.MLEError` (every check of models, data and options),
+invalid options (argparse's errors, shortened to one line), any ``OSError`` (missing, unreadable or
+unwritable files), and the errors Python raises on absurd input (``OverflowError``,
+``RecursionError``, ``MemoryError``, ``UnicodeError``), named with the command's inputs. Library
+chatter (NumPy's RuntimeWarnings, PyMC's ImputationWarning) is not shown: diagnostics are in the
+output itself.
 """
 
 from __future__ import annotations
@@ -39,8 +44,15 @@ def _load(name: str):
         raise
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``mle-ppl fit: error: ...``) instead of usage + error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mle-ppl", description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     from mle_ppl import __version__
@@ -59,28 +71,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def _inputs(args) -> str:
+    parts = [f"{k} {v!r}" for k, v in (("MODEL", getattr(args, "model", None)),
+                                       ("--data", getattr(args, "data", None))) if v is not None]
+    return f" (inputs: {', '.join(parts)})" if parts else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``mle-ppl``; returns (and exits with) the status code."""
-    from mle_ppl._src.errors import MLEError
+    from mle_ppl._src.errors import MLEError, MLEWarning
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help, --version (0) or an invalid option (2, one line)
+        return stop.code if isinstance(stop.code, int) else 2
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)  # exit 2: nothing on stdout
         return 2
+    prefix = f"mle-ppl {args.command}: error:"
     try:
         with warnings.catch_warnings():
             # Diagnostics are reported in the output (and the exit status), not as Python
-            # warnings on stderr.
-            from mle_ppl._src.errors import MLEWarning
-
+            # warnings on stderr; NumPy's floating-point warnings at trial points and PyMC's
+            # imputation notice (missing data are refused with a message) are noise here.
             warnings.simplefilter("ignore", MLEWarning)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            warnings.filterwarnings("ignore", message=r"Data in .* contains missing values")
             status = args._run(args)
     except MLEError as err:
-        print(f"mle-ppl {args.command}: error: {err}", file=sys.stderr)
+        print(f"{prefix} {_one_line(err)}", file=sys.stderr)
         status = 2
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as err:
-        print(f"mle-ppl {args.command}: error: {err.strerror}: {err.filename}", file=sys.stderr)
+    except OSError as err:  # missing/unreadable/unwritable files, full or read-only disks
+        where = f": {err.filename}" if getattr(err, "filename", None) else _inputs(args)
+        print(f"{prefix} {_one_line(err.strerror or err) or type(err).__name__}{where}",
+              file=sys.stderr)
+        status = 2
+    except (OverflowError, RecursionError, MemoryError, UnicodeError) as err:
+        # absurd input that slipped past the checks (a number with hundreds of digits, nesting
+        # thousands deep): still one line, naming the inputs
+        detail = _one_line(err)[:200] or "no detail"
+        print(f"{prefix} the input is too large or malformed ({type(err).__name__}: {detail})"
+              f"{_inputs(args)}", file=sys.stderr)
         status = 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -24,7 +24,13 @@ OUT_SUFFIXES = (".nc", ".zarr")
 
 def add_sampling_arguments(parser) -> None:
     """Options shared by ``sample`` and ``compare``."""
-    from mle_ppl._src.cli._common import add_model_arguments
+    from mle_ppl._src.cli._common import (
+        add_model_arguments,
+        nonnegative_int,
+        positive_int,
+        probability,
+        seed,
+    )
 
     add_model_arguments(parser)
     parser.add_argument("--prior", metavar="NAME=DIST", action="append", default=[],
@@ -33,21 +39,21 @@ def add_sampling_arguments(parser) -> None:
     parser.add_argument("--flat", action="store_true",
                         help="ignore the model file's [priors] table: flat priors everywhere "
                              "(except --prior ones)")
-    parser.add_argument("--draws", type=int, default=1000, metavar="N",
+    parser.add_argument("--draws", type=positive_int, default=1000, metavar="N",
                         help="draws per chain (default 1000)")
-    parser.add_argument("--tune", type=int, default=1000, metavar="N",
+    parser.add_argument("--tune", type=nonnegative_int, default=1000, metavar="N",
                         help="tuning steps per chain (default 1000)")
-    parser.add_argument("--chains", type=int, default=4, metavar="N",
+    parser.add_argument("--chains", type=positive_int, default=4, metavar="N",
                         help="number of chains (default 4)")
-    parser.add_argument("--cores", type=int, default=None, metavar="N",
+    parser.add_argument("--cores", type=positive_int, default=None, metavar="N",
                         help="chains run in parallel (default: PyMC's, up to 4)")
-    parser.add_argument("--target-accept", type=float, default=0.8, metavar="P",
+    parser.add_argument("--target-accept", type=probability, default=0.8, metavar="P",
                         help="NUTS target acceptance rate (default 0.8)")
     parser.add_argument("--init", default="mle", choices=["mle", "pymc"],
                         help="where NUTS starts: mle (default: at the MLE, mass matrix from the "
                              "observed information) or pymc (PyMC's jitter+adapt_diag)")
-    parser.add_argument("--seed", type=int, default=None, metavar="S",
-                        help="random seed, for reproducible draws")
+    parser.add_argument("--seed", type=seed, default=None, metavar="S",
+                        help="random seed, for reproducible draws (0 to 2**32 - 1)")
     parser.add_argument("--progress", action="store_true",
                         help="show PyMC's progress bar (on stderr)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
@@ -94,24 +100,26 @@ def run_sample(args):
 
 
 def check_out_path(out: str) -> Path:
-    """``--out`` as a Path ending in .nc or .zarr in an existing folder (else MLEError)."""
-    from mle_ppl._src.errors import MLEError
+    """``--out`` as a Path ending in .nc or .zarr in an existing, writable folder (else
+    MLEError)."""
+    from mle_ppl._src.cli._common import check_out_file
 
-    path = Path(out)
-    if path.suffix.lower() not in OUT_SUFFIXES:
-        raise MLEError(f"--out {out!r}: expected a file ending in .nc (netCDF4) or .zarr.")
-    if not path.parent.exists():
-        raise MLEError(f"--out {out!r}: the folder {str(path.parent)!r} does not exist.")
-    return path
+    return check_out_file("--out", out, {".nc": "netCDF4", ".zarr": "zarr"})
 
 
 def save_tree(tree, out: str) -> Path:
-    """Save a DataTree as netCDF4 (.nc) or zarr (.zarr)."""
+    """Save a DataTree as netCDF4 (.nc) or zarr (.zarr), atomically (nothing left on failure)."""
+    from mle_ppl._src.cli._common import write_file
+
     path = check_out_path(out)
-    if path.suffix.lower() == ".nc":
-        tree.to_netcdf(path, engine="netcdf4")
-    else:
-        tree.to_zarr(path, mode="w", consolidated=False)
+
+    def writer(target: Path) -> None:
+        if path.suffix.lower() == ".nc":
+            tree.to_netcdf(target, engine="netcdf4")
+        else:
+            tree.to_zarr(target, mode="w", consolidated=False)
+
+    write_file("--out", out, path, writer)
     return path
 
 
@@ -134,7 +142,6 @@ def run(args) -> int:
     if args.out:
         check_out_path(args.out)  # fail before the (slow) sampling
     tree = run_sample(args)
-    out = save_tree(tree, args.out) if args.out else None
     attrs = tree["posterior"].attrs
     problems = [p for p in attrs.get("mle_ppl_sampling_problems", "").split("\n") if p]
     notes = [p for p in attrs.get("mle_ppl_notes", "").split("\n") if p]
@@ -148,10 +155,13 @@ def run(args) -> int:
                "chains": int(tree["posterior"].sizes["chain"]), "priors": priors,
                "init": attrs.get("mle_ppl_init"), "parameters": params, "warnings": problems,
                "notes": notes,
-               "out": str(out) if out else None}
-        json.dump(doc, sys.stdout, allow_nan=False)
-        sys.stdout.write("\n")
+               "out": str(Path(args.out)) if args.out else None}
+        text = json.dumps(doc, allow_nan=False)  # computed before the file is written
+        if args.out:
+            save_tree(tree, args.out)
+        sys.stdout.write(text + "\n")
         return status
+    out = save_tree(tree, args.out) if args.out else None
     import pandas as pd
 
     lines = [f"NUTS posterior of {attrs.get('mle_ppl_model')!r}: "
