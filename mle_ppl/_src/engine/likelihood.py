@@ -216,11 +216,12 @@ def check_model(model: pm.Model, *, likelihood_only: bool) -> list[str]:
     ]
     if not_flat:
         if not likelihood_only:
+            has = ("has a proper prior" if len(not_flat) == 1 else "have proper priors")
             raise ModelError(
-                f"maximum likelihood needs flat priors, but {', '.join(not_flat)} have proper "
-                "priors. Use pm.Flat / pm.HalfFlat (or pm.Uniform for a bounded parameter), or "
-                "pass likelihood_only=True to drop the prior terms and maximise the likelihood "
-                "alone."
+                f"maximum likelihood needs flat priors, but {', '.join(not_flat)} {has}. Use "
+                "pm.Flat / pm.HalfFlat (or pm.Uniform for a bounded parameter) in the model, or, "
+                "from Python, fit(..., likelihood_only=True) to drop the prior terms and "
+                "maximise the likelihood alone."
             )
         notes.append(
             "likelihood_only=True: the prior terms of "

@@ -70,6 +70,7 @@ def diagnose(
     discrete_outcome: bool,
     loglik: float,
     n_obs: int | None = None,
+    method: str | None = None,
 ) -> Diagnosis:
     """Covariance by the delta method and the honest list of what is wrong with the fit.
 
@@ -78,6 +79,8 @@ def diagnose(
 
     ``pointwise`` (per-observation log-likelihoods: a dict, or a callable returning one, so that
     the n-sized pass is only made when a separation check needs it) is used for discrete outcomes.
+    ``method`` (the optimizer's name) keeps the non-convergence hint from suggesting the method
+    that was used.
     """
     p = len(x)
     warns: list[tuple[type, str]] = []
@@ -130,10 +133,13 @@ def diagnose(
         warns.append((IdentifiabilityWarning,
                       "the Hessian is not finite at the optimum; standard errors are NaN."))
     if not converged and not at_bound:
+        newton = "" if method == "newton" else (
+            ", try the Newton optimizer (--method newton; method='newton' in Python)")
         warns.append((ConvergenceWarning,
                       f"the optimizer did not converge ({optimizer_message}); the estimates are "
-                      "not the MLE and standard errors are NaN. Raise max_iter, try "
-                      "method='newton', or check the model."))
+                      "not the MLE and standard errors are NaN. Raise the iteration cap "
+                      f"(--max-iter; max_iter= in Python){newton}, give starting values, or "
+                      "check the model."))
     separation = False
     # complete: every observation fitted with probability 1 (then the log-likelihood is ~0);
     # quasi-complete: some are, and the information is near-singular along the direction that
