@@ -127,9 +127,9 @@ def check_out_file(option: str, value: str, suffixes: dict[str, str]) -> Path:
 
     path = Path(value)
     if path.suffix.lower() not in suffixes:
+        kinds = " or ".join(f"{suffix} ({kind})" for suffix, kind in suffixes.items())
         raise MLEError(f"{option} {value!r}: unknown format {path.suffix or '(no suffix)'!r}; use "
-                       f"a name ending in {' or '.join(suffixes)} "
-                       f"({', '.join(dict.fromkeys(suffixes.values()))}).")
+                       f"a name ending in {kinds}.")
     if path.is_dir() and path.suffix.lower() != ".zarr":
         raise MLEError(f"{option} {value!r} is a folder; give a file name.")
     check_writable_folder(option, value, path.parent if str(path.parent) else Path("."))

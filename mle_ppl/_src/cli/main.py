@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     from mle_ppl import __version__
 
     parser.add_argument("--version", action="version", version=f"mle-ppl {__version__}")
+    parser.commands = {}  # name -> its parser, for errors worded by the subcommand
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         mod = _load(name)
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
+        parser.commands[name] = p
     return parser
 
 
@@ -87,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            command = parser.commands.get(getattr(args, "command", None), parser)
+            command.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as stop:  # --help, --version (0) or an invalid option (2, one line)
         return stop.code if isinstance(stop.code, int) else 2
     if not getattr(args, "command", None):

@@ -99,7 +99,8 @@ def read_table(data: Any, *, file: str | None = None) -> pd.DataFrame:
                     "(one value per observation). Split a matrix into named columns, e.g. "
                     "{'x1': X[:, 0], 'x2': X[:, 1]}.")
             if str(k) in cols:
-                raise DataError(f"the data mapping has two keys named {str(k)!r}; rename one.")
+                raise DataError(f"the data mapping has the column {str(k)!r} twice (two keys "
+                                "that read the same as text); rename one.")
             cols[str(k)] = arr
         lengths = {k: len(v) for k, v in cols.items()}
         if len(set(lengths.values())) > 1:

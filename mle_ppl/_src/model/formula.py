@@ -290,7 +290,7 @@ def design_matrix(rhs: str, table: pd.DataFrame, *, file: str | None,
                  if isinstance(n, ast.Name) and n.id not in FORMULA_FUNCTIONS]
                 if method == "python" else [])
             for name in names:
-                col = find_column(table.columns, name, where=where)
+                col = find_column(table.columns, name, where=where, identifier=True)
                 if col is None:
                     raise DataError(f"{where}: column {name!r} of the formula is not in the data "
                                     f"table.{did_you_mean(name, cols)} Columns are {cols[:20]}.")

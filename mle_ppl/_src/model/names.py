@@ -51,14 +51,19 @@ def collisions(names: Iterable[str]) -> list[tuple[str, str]]:
     return out
 
 
-def find_column(columns: Iterable, name: str, *, where: str) -> str | None:
-    """The column called ``name``: the exact name, else the one equal to it as a Python
-    identifier (NFKC: ``µ`` is ``μ``); ``None`` if there is none.
+def find_column(columns: Iterable, name: str, *, where: str,
+                identifier: bool = False) -> str | None:
+    """The column called ``name``, or ``None`` if there is none.
+
+    A column name given as a string (``[data] y = "µ"``) matches exactly first; a name used as
+    an identifier (in a formula, read by Python, ``identifier=True``) matches every column that
+    is the same identifier after NFKC normalisation (``µ`` is ``μ``). If no exact match decides,
+    the normalised match must be unique.
 
     Raises
     ------
     DataError
-        Two columns are the same identifier and neither is spelled exactly ``name``.
+        Two columns are the same identifier and the match is ambiguous.
 
     Examples
     --------
@@ -66,11 +71,11 @@ def find_column(columns: Iterable, name: str, *, where: str) -> str | None:
     True
     """
     columns = [str(c) for c in columns]
-    if name in columns:
+    if name in columns and not identifier:
         return name
     key = normalize(name)
     hits = [c for c in columns if normalize(c) == key]
     if len(hits) > 1:
-        raise DataError(f"{where}: columns {hits} are the same name {name!r} to Python (it "
+        raise DataError(f"{where}: columns {hits} are the same name {key!r} to Python (it "
                         "reads identifiers in NFKC form, e.g. µ as μ); rename one of them.")
     return hits[0] if hits else None
