@@ -29,7 +29,7 @@ from mle_ppl import DataError
 from mle_ppl._src.cli.main import main
 from mle_ppl._src.model.data import read_table
 from mle_ppl._src.model.expressions import parse_distribution_call, parse_expression
-from mle_ppl._src.model.modelfile import loads_model
+from mle_ppl._src.model.library import loads_model
 
 
 def _formula_model(rhs: str, family: str = "gaussian") -> str:
@@ -95,7 +95,7 @@ def test_no_expression_or_formula_hangs(data_dir):
              + [("prior", p, p) for p in HANGING_PRIORS])
     script = textwrap.dedent("""
         import json, sys
-        from mle_ppl._src.model.modelfile import loads_model
+        from mle_ppl._src.model.library import loads_model
         from mle_ppl._src.model.expressions import parse_distribution_call
         out = []
         for kind, text, source in json.load(sys.stdin):
