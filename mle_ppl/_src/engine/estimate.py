@@ -67,6 +67,8 @@ class DataSource:
     spec: Any = None  #: the ModelSpec, when fitted from a model file
     snapshot: tuple = ()  #: (shared variable, value) pairs of the objective's data containers
     coords: dict = field(default_factory=dict)  #: the model's coordinates at fit time
+    #: how the data were read: ``{"kind": "in-memory" | "streamed" | "dask", ...}``
+    reading: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True, eq=False, repr=False)

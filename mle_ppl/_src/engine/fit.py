@@ -113,6 +113,8 @@ def estimate(
     warn: bool = True,
     starts: int = 1,
     random_seed=None,
+    chunk_rows: int | None = None,
+    memory_budget: int | str | None = None,
 ) -> Estimate:
     """Maximum-likelihood fit of a PyMC model with flat priors (the MAP point under flat priors).
 
@@ -151,6 +153,14 @@ def estimate(
         they found different local optima.
     random_seed : int or numpy.random.Generator, optional
         Seed of the jittered starts.
+    chunk_rows : int, optional
+        Stream Parquet ``data`` (a file, a glob such as ``"big/*.parquet"``, or a directory)
+        in chunks of this many rows: memory is bounded by a chunk (see
+        :mod:`mle_ppl._src.engine.chunked`). ``data`` may also be a ``dask.dataframe.DataFrame``:
+        its partitions are fitted on the workers that hold them.
+    memory_budget : int or str, optional
+        Parquet data whose in-memory fit would need more than this (bytes, or ``"4G"``) are
+        streamed without ``chunk_rows`` (default ``$MLE_PPL_MEMORY_BUDGET`` or 2 GiB).
 
     Returns
     -------
@@ -166,18 +176,29 @@ def estimate(
     2.333333
     """
     optimizer = get_method(method)
-    pm_model, name, table, spec = resolve_model(model, data)
+    from mle_ppl._src.engine.chunked import plan
+
+    how = plan(model, data, chunk_rows=chunk_rows, memory_budget=memory_budget)
+    if how is not None and how.kind == "memory":
+        model, data, how = how.spec, how.data, None
+    if how is None:
+        pm_model, name, table, spec = resolve_model(model, data)
+    else:
+        pm_model, name, table, spec = None, how.spec.name, None, how.spec
     with reuse_large_allocations():
-        return _fit(pm_model, name, table, spec, optimizer, method=method,
+        return _fit(pm_model, name, table, spec, optimizer, how=how, method=method,
                     likelihood_only=likelihood_only, start=start, tol=tol, max_iter=max_iter,
                     learning_rate=learning_rate, progress=progress, mode=mode, warn=warn,
                     starts=starts, random_seed=random_seed)
 
 
-def _fit(pm_model, name, table, spec, optimizer, *, method, likelihood_only, start, tol,
-         max_iter, learning_rate, progress, mode, warn, starts, random_seed) -> Estimate:
-    check_model_data(pm_model)
-    lik = objective_for(pm_model, likelihood_only=likelihood_only, mode=mode)
+def _fit(pm_model, name, table, spec, optimizer, *, how=None, method, likelihood_only, start,
+         tol, max_iter, learning_rate, progress, mode, warn, starts, random_seed) -> Estimate:
+    if pm_model is not None:
+        check_model_data(pm_model)
+    lik = objective_for(pm_model, likelihood_only=likelihood_only, mode=mode, how=how,
+                        progress=progress)
+    pm_model = lik.model
     x0 = lik.x0()
     if start:
         unknown = set(start) - {b.name for b in lik.blocks}
@@ -190,6 +211,8 @@ def _fit(pm_model, name, table, spec, optimizer, *, method, likelihood_only, sta
     t0 = time.perf_counter()
     try:
         f0, g0 = lik.value_and_grad(x0)
+    except MLEError:
+        raise
     except (ValueError, IndexError) as err:
         raise _shape_error(pm_model, err) from None
     start_value = (x0, f0, g0)
@@ -200,7 +223,7 @@ def _fit(pm_model, name, table, spec, optimizer, *, method, likelihood_only, sta
     if max_iter is not None:
         kwargs["max_iter"] = max_iter
     report = None
-    with _progress(progress, name, method) as cb:
+    with _progress(progress, name, method, lik) as cb:
         if starts != 1:
             from mle_ppl._src.engine.multistart import run_starts
 
@@ -217,13 +240,25 @@ def _fit(pm_model, name, table, spec, optimizer, *, method, likelihood_only, sta
     return out
 
 
-def objective_for(pm_model: pm.Model, *, likelihood_only: bool, mode: str) -> Objective:
+def objective_for(pm_model: pm.Model | None, *, likelihood_only: bool, mode: str, how=None,
+                  progress: bool = False) -> Objective:
     """The objective that ``fit`` maximises for ``pm_model``: the one place that chooses an
     implementation of :class:`~mle_ppl._src.engine.objective.Objective`.
 
-    Today: the in-memory compiled likelihood (cached per model and options, so refits after
-    ``pm.set_data`` do not recompile).
+    The in-memory compiled likelihood (cached per model and options, so refits after
+    ``pm.set_data`` do not recompile); for data read in chunks (``how``: a
+    :class:`~mle_ppl._src.engine.chunked.Plan`) the same compiled pieces summed over Parquet
+    chunks or Dask partitions.
     """
+    if how is not None and how.kind == "streamed":
+        from mle_ppl._src.engine.chunked import streamed_objective
+
+        return streamed_objective(how.spec, how.data, chunk_rows=how.chunk_rows,
+                                  likelihood_only=likelihood_only, mode=mode, reason=how.reason)
+    if how is not None and how.kind == "dask":
+        from mle_ppl._src.engine.distributed import dask_objective
+
+        return dask_objective(how.spec, how.data, likelihood_only=likelihood_only, mode=mode)
     return likelihood_for(pm_model, likelihood_only=likelihood_only, mode=mode)
 
 
@@ -250,7 +285,9 @@ def _assemble(lik: Objective, res: OptimResult, *, name, table, spec, t0, warn, 
     loglik = -float(res.fun)
     diag = diagnose(x=x, grad_u=res.grad, hessian_u=H, jacobian=J, labels=lik.labels,
                     converged=res.converged, optimizer_message=res.message, bounded=lik.bounded,
-                    runaway=res.runaway, pointwise=lambda: lik.pointwise(x),
+                    runaway=res.runaway, pointwise=(
+                        (lambda: lik.perfect_counts(x)) if hasattr(lik, "perfect_counts")
+                        else (lambda: lik.pointwise(x))),
                     discrete_outcome=lik.discrete_outcome, n_obs=n_obs,
                     loglik=loglik)
     if warn:
@@ -267,20 +304,29 @@ def _assemble(lik: Objective, res: OptimResult, *, name, table, spec, t0, warn, 
         cov_array=diag.cov, cov_unconstrained=diag.cov_unconstrained, loglik=loglik,
         n_obs=n_obs, method=method, values=values, convergence=convergence,
         warnings=tuple(m for _, m in diag.warnings), notes=lik.notes, likelihood=lik,
-        source=DataSource(table=table, spec=spec, snapshot=lik.snapshot(), coords=coords))
+        source=DataSource(table=table, spec=spec, snapshot=lik.snapshot(), coords=coords,
+                          reading=getattr(lik, "data_source", None) or {
+                              "kind": "in-memory",
+                              "rows": int(table.shape[0]) if table is not None else n_obs}))
 
 
 class _progress:
     """A rich progress bar fed by the optimizer's callback (or nothing when disabled)."""
 
-    def __init__(self, enabled: bool, name: str, method: str):
+    def __init__(self, enabled: bool, name: str, method: str, objective=None):
         self.enabled = enabled
         self.name = name
         self.method = method
+        self.objective = objective
 
     def __enter__(self):
         if not self.enabled:
             return None
+        if hasattr(self.objective, "report"):  # chunked data: a line per iteration (rows/s)
+            from mle_ppl._src.engine.chunked import progress_printer
+
+            self.enabled = False
+            return progress_printer(self.objective)
         from rich.console import Console
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 

@@ -56,6 +56,10 @@ Evaluation (``x`` is a float vector of length ``n_params``; all sums are over ob
     the user-scale values by variable name (and deterministics) and ``dθ/dx`` (flat, label order),
     for the delta method ``Σ_θ = J Σ_x Jᵀ``. ``constrained(x)``, ``constrained_flat(x)`` and
     ``unconstrain(values)`` are the obvious relatives.
+``meat(x, groups=None)`` (objectives without ``scores``)
+    ``(Σ sᵢsᵢᵀ, n)`` summed chunk by chunk, or per cluster of the data column ``groups``:
+    ``(Σ_g S_g S_gᵀ, G)``; the sandwich uses it. Such objectives set ``rows_in_memory = False``
+    (no bootstrap, no LOO) and describe their reading in ``data_source``.
 ``snapshot()``
     the data the objective currently evaluates (opaque; a result keeps it so that it can be
     re-bound later, see ``MLEFit.bound``).

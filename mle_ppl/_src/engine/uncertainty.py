@@ -77,7 +77,8 @@ def diagnose(
     ``cov = J H_u^{-1} J'``; at a stationary point this equals the inverse of the observed
     information taken directly on the constrained scale, ``J^{-T} H_u J^{-1}``.
 
-    ``pointwise`` (per-observation log-likelihoods: a dict, or a callable returning one, so that
+    ``pointwise`` (per-observation log-likelihoods: a dict, or a callable returning one or the
+    counts ``(fitted with probability 1, all)`` for chunked data, so that
     the n-sized pass is only made when a separation check needs it) is used for discrete outcomes.
     ``method`` (the optimizer's name) keeps the non-convergence hint from suggesting the method
     that was used.
@@ -149,9 +150,11 @@ def diagnose(
     if discrete_outcome and pointwise is not None and (ill or all_perfect_possible):
         if callable(pointwise):
             pointwise = pointwise()
-        perfect = {k: int(np.sum(v > -1e-9)) for k, v in pointwise.items()}
-        n_perfect = sum(perfect.values())
-        n_tot = sum(v.size for v in pointwise.values())
+        if isinstance(pointwise, tuple):  # (perfect, total) counted chunk by chunk
+            n_perfect, n_tot = pointwise
+        else:
+            n_perfect = sum(int(np.sum(v > -1e-9)) for v in pointwise.values())
+            n_tot = sum(v.size for v in pointwise.values())
         sep_signal = n_perfect == n_tot or ill
         if n_perfect and sep_signal:
             separation = True

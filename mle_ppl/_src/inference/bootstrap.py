@@ -295,6 +295,14 @@ def bootstrap(fit: Estimate, n_boot: int = 200, *, kind: str = "nonparametric",
     from mle_ppl._src.inference.robust import bread_unconstrained
 
     lik = fit.likelihood
+    if not getattr(lik, "rows_in_memory", True):
+        from mle_ppl._src.engine.objective import NotAvailable
+
+        raise NotAvailable(
+            f"a {kind} bootstrap refits on resampled or simulated rows, which needs the data in "
+            f"memory; this fit read them in chunks ({lik.data_source.get('kind')}). Use the "
+            "sandwich (fit.robust_cov) or profile intervals, or bootstrap a sample that fits "
+            "in memory.")
     if kind == "nonparametric" and not lik.row_mode:
         raise MLEError(
             f"the nonparametric bootstrap resamples rows, but the observed variables "

@@ -9,7 +9,9 @@ product of the scores, the sandwich is ``A^-1 B A^-1`` on the unconstrained scal
 user's scale by the delta method ``J V J'`` (exact at a stationary point, where the scores of the
 two parametrisations differ by the Jacobian only).
 
-Rows: see :meth:`~mle_ppl._src.engine.likelihood.Likelihood.row_loglik_graph`.
+Rows: see :meth:`~mle_ppl._src.engine.likelihood.Likelihood.row_loglik_graph`. An objective
+without per-row scores in memory (streamed or Dask data) provides ``meat(x, groups)``, the middle
+of the sandwich summed chunk by chunk (per cluster when ``groups`` names a column of the data).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from mle_ppl._src.engine.objective import NotAvailable
 from mle_ppl._src.errors import DataError, MLEError, did_you_mean
 
 if TYPE_CHECKING:
@@ -77,6 +80,27 @@ def sandwich_unconstrained(S: np.ndarray, bread: np.ndarray, kind: str,
     return 0.5 * (V + V.T)
 
 
+def _sandwich_from_meat(lik, fit: Estimate, bread: np.ndarray, kind: str, groups) -> np.ndarray:
+    """The sandwich from the objective's ``meat(x, groups)`` (a sum over chunks) with the same
+    small-sample factors as :func:`sandwich_unconstrained`."""
+    n, k = fit.n_obs, len(fit.labels)
+    if kind == "cluster":
+        if groups is None:
+            raise MLEError('kind="cluster" needs groups=: the name of a column of the data.')
+        meat, G = lik.meat(fit.x, groups)
+        if G < 2:
+            raise DataError("groups= has a single group; cluster-robust errors need at least 2.")
+        meat = meat * (G / (G - 1)) * ((n - 1) / (n - k))
+    else:
+        meat, _ = lik.meat(fit.x)
+        if kind == "HC1":
+            if n <= k:
+                raise MLEError(f"HC1 needs more observations ({n}) than parameters ({k}).")
+            meat = meat * (n / (n - k))
+    V = bread @ meat @ bread
+    return 0.5 * (V + V.T)
+
+
 def bread_unconstrained(fit: Estimate) -> np.ndarray | None:
     """Inverse observed information at ``fit.x`` (unconstrained), or None if not trustworthy.
 
@@ -122,13 +146,20 @@ def robust_cov(fit: Estimate, kind: str = "HC0", *, groups=None) -> pd.DataFrame
     if kind == "nonrobust":
         return fit.cov
     lik = fit.likelihood
-    S = lik.scores(fit.x)
-    g = _groups(fit, groups, S.shape[0]) if kind == "cluster" else None
+    try:
+        S = lik.scores(fit.x)
+    except NotAvailable:
+        if not hasattr(lik, "meat"):
+            raise
+        S = None  # chunked or distributed data: the meat is summed chunk by chunk
+    if S is not None:
+        g = _groups(fit, groups, S.shape[0]) if kind == "cluster" else None
     bread = bread_unconstrained(fit)
     if bread is None:
         V = np.full((len(labels), len(labels)), np.nan)
     else:
-        Vu = sandwich_unconstrained(S, bread, kind, g)
+        Vu = (sandwich_unconstrained(S, bread, kind, g) if S is not None
+              else _sandwich_from_meat(lik, fit, bread, kind, groups))
         J = lik.constrained_jacobian(fit.x)
         V = J @ Vu @ J.T
         V = 0.5 * (V + V.T)

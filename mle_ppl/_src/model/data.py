@@ -206,7 +206,7 @@ def _numeric(series: pd.Series, col: str, item: DataItem, file: str | None,
     return values.astype(np.float64)
 
 
-def _categorical(series: pd.Series, item: DataItem, file: str | None):
+def _categorical(series: pd.Series, item: DataItem, file: str | None, fixed=None):
     where = _where(file, item.key)
     col = item.columns[0]
     missing = series.isna().to_numpy()
@@ -216,7 +216,13 @@ def _categorical(series: pd.Series, item: DataItem, file: str | None):
                         "level.")
     labels = series.astype(str).to_numpy()
     present = list(dict.fromkeys(sorted(labels)))
-    if item.levels is not None:
+    if fixed is not None:  # the whole data's levels (chunks): a chunk may lack some
+        levels = tuple(fixed)
+        unknown = [v for v in present if v not in levels]
+        if unknown:
+            raise DataError(f"{where}: column {col!r} has value(s) {unknown[:5]} that the first "
+                            f"pass over the data did not see (levels {list(levels)}).")
+    elif item.levels is not None:
         levels = tuple(str(v) for v in item.levels)
         unknown = [v for v in present if v not in levels]
         if unknown:
@@ -241,7 +247,8 @@ def _categorical(series: pd.Series, item: DataItem, file: str | None):
     return codes, levels, coord
 
 
-def bind(items: list[DataItem], data: Any, *, file: str | None = None) -> BoundData:
+def bind(items: list[DataItem], data: Any, *, file: str | None = None,
+         fixed_levels: dict[str, tuple] | None = None) -> BoundData:
     """Bind ``data`` to the data items of a model; all checks happen here, before any model.
 
     Parameters
@@ -250,6 +257,9 @@ def bind(items: list[DataItem], data: Any, *, file: str | None = None) -> BoundD
     data : DataFrame, mapping or path
     file : str, optional
         Model file name for messages.
+    fixed_levels : dict, optional
+        Levels of categorical entries by name, from the whole data when ``data`` is one chunk of
+        it (:mod:`~mle_ppl._src.model.chunks`): used as given, and the chunk may lack some.
 
     Raises
     ------
@@ -273,7 +283,7 @@ def bind(items: list[DataItem], data: Any, *, file: str | None = None) -> BoundD
             continue
         if item.kind == "categorical":
             codes, lev, coord = _categorical(_column(table, item.columns[0], item, file),
-                                             item, file)
+                                             item, file, (fixed_levels or {}).get(item.name))
             arrays[item.name] = codes
             coords[item.dim] = coord
             levels[item.name] = lev

@@ -100,8 +100,9 @@ class ModelSpec:
         return read_table(p, file=self._file)
 
     # --------------------------------------------------------------- binding
-    def bind(self, data) -> BoundData:
-        """Bind ``data`` to this model's data names (every check happens here).
+    def bind(self, data, levels=None) -> BoundData:
+        """Bind ``data`` to this model's data names (every check happens here); ``levels``:
+        categorical levels of the whole data when ``data`` is one chunk of it.
 
         Raises
         ------
@@ -110,7 +111,7 @@ class ModelSpec:
         if self.kind == "python":
             raise ModelFileError(f"{self._file!r} is a Python model file; its build(data) reads "
                                  "the table itself.")
-        return bind(list(self._items), data, file=self._file)
+        return bind(list(self._items), data, file=self._file, fixed_levels=levels)
 
     def model_for(self, data) -> tuple[pm.Model, Any]:
         """The flat-prior ``pm.Model`` for ``data`` and the bound table.
@@ -123,6 +124,10 @@ class ModelSpec:
             table = read_table(data, file=self._file)
             return self._call_build(table, None), table
         bound = self.bind(data)
+        return self.model_for_bound(bound), bound.table
+
+    def model_for_bound(self, bound: BoundData) -> pm.Model:
+        """The cached ``pm.Model`` of ``bound``'s structure with its arrays swapped in."""
         key = bound.structure
         hit = self._cache.get(key)
         if hit is not None:
@@ -130,12 +135,12 @@ class ModelSpec:
             model, containers = hit
             values = {containers[name]: arr for name, arr in bound.arrays.items()}
             pm.set_data(values, model=model, coords={OBS_DIM: np.arange(bound.n)})
-            return model, bound.table
+            return model
         model, containers = self._build_pm(bound, priors=None)
         self._cache[key] = (model, containers)
         while len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)
-        return model, bound.table
+        return model
 
     def build_model(self, data, priors: Mapping[str, str] | None = None) -> pm.Model:
         """A fresh ``pm.Model`` for ``data``; ``priors`` (name -> ``"Normal(0, 2.5)"``) replace
