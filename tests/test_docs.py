@@ -204,32 +204,15 @@ def test_every_command_has_its_exit_statuses():
 
 
 # ---------------------------------------------------------------------------- model-files.md
-def model_registry(name: str):
-    """The registry ``name`` of the model layer, wherever in ``mle_ppl._src.model`` it lives.
-
-    Modules of the layer get split and renamed; the registries must stay unique (re-exports are
-    the same object).
-    """
-    import importlib
-    import pkgutil
-
-    import mle_ppl._src.model as layer
-
-    found = {}
-    for info in pkgutil.walk_packages(layer.__path__, prefix=f"{layer.__name__}."):
-        value = vars(importlib.import_module(info.name)).get(name)
-        if value is not None:
-            found[id(value)] = value
-    assert len(found) == 1, f"{name}: expected one registry in the model layer, got {len(found)}"
-    return next(iter(found.values()))
-
-
 def test_toml_keys_match_model_files_md():
-    SECTIONS = model_registry("SECTIONS")
-    DATA_KEYS = model_registry("DATA_KEYS")
-    PARAMETER_KEYS = model_registry("PARAMETER_KEYS")
-    LIKELIHOOD_KEYS = model_registry("LIKELIHOOD_KEYS")
-    FORMULA_ONLY_KEYS = model_registry("FORMULA_ONLY_KEYS")
+    from mle_ppl._src.model.toml import (
+        DATA_KEYS,
+        FORMULA_ONLY_KEYS,
+        LIKELIHOOD_KEYS,
+        PARAMETER_KEYS,
+        SECTIONS,
+    )
+
     same(SECTIONS, "model-files.md", "sections")
     same(SECTIONS["model"], "model-files.md", "model")
     same(DATA_KEYS, "model-files.md", "data")
@@ -241,7 +224,8 @@ def test_toml_keys_match_model_files_md():
 
 
 def test_expression_functions_match_model_files_md():
-    FUNCTIONS = model_registry("FUNCTIONS")
+    from mle_ppl._src.model.expressions import FUNCTIONS
+
     rows = doc_table("model-files.md", "functions")
     same(FUNCTIONS, "model-files.md", "functions")
     for name, (args, _meaning) in rows.items():
@@ -251,8 +235,8 @@ def test_expression_functions_match_model_files_md():
 
 
 def test_formula_registries_match_model_files_md():
-    FAMILIES, LINKS = model_registry("FAMILIES"), model_registry("LINKS")
-    FORMULA_FUNCTIONS = model_registry("FORMULA_FUNCTIONS")
+    from mle_ppl._src.model.formula import FAMILIES, FORMULA_FUNCTIONS, LINKS
+
     same(FORMULA_FUNCTIONS, "model-files.md", "formula_functions")
     same(LINKS, "model-files.md", "links")
     same(FAMILIES, "model-files.md", "families")
