@@ -45,6 +45,8 @@ class DataItem:
     used_in: tuple[str, ...] = field(default=(), compare=False)
     integer: bool = False
     positive: bool = False
+    grouping: bool = False  #: categorical: the groups of a random effect (>= 2 levels)
+    nested_in: str | None = None  #: categorical: its levels must be nested in this column
 
 
 @dataclass(frozen=True)
@@ -206,15 +208,28 @@ def _numeric(series: pd.Series, col: str, item: DataItem, file: str | None,
     return values.astype(np.float64)
 
 
-def _categorical(series: pd.Series, item: DataItem, file: str | None, fixed=None):
+def _labels(table: pd.DataFrame, item: DataItem, file: str | None) -> np.ndarray:
+    """String labels of a categorical item: one column, or the interaction ``a:b`` of several."""
     where = _where(file, item.key)
-    col = item.columns[0]
-    missing = series.isna().to_numpy()
-    if missing.any():
-        raise DataError(f"{where}: column {col!r} has {int(missing.sum())} missing value(s), "
-                        f"first at row(s) {_bad_rows(missing)}. Drop those rows or give them a "
-                        "level.")
-    labels = series.astype(str).to_numpy()
+    role = " (the grouping column of a random effect)" if item.grouping else ""
+    parts = []
+    for col in item.columns:
+        series = _column(table, col, item, file)
+        missing = series.isna().to_numpy()
+        if missing.any():
+            raise DataError(f"{where}: column {col!r}{role} has {int(missing.sum())} missing "
+                            f"value(s), first at row(s) {_bad_rows(missing)}. Drop those rows "
+                            "or give them a level.")
+        parts.append(series.astype(str).to_numpy())
+    labels = parts[0]
+    for p in parts[1:]:
+        labels = np.char.add(np.char.add(labels.astype(str), ":"), p)
+    return labels.astype(str).astype(object)  # Python str labels (coords, messages)
+
+
+def _categorical(labels: np.ndarray, item: DataItem, file: str | None, fixed=None):
+    where = _where(file, item.key)
+    col = ":".join(item.columns)
     present = list(dict.fromkeys(sorted(labels)))
     if fixed is not None:  # the whole data's levels (chunks): a chunk may lack some
         levels = tuple(fixed)
@@ -237,6 +252,11 @@ def _categorical(series: pd.Series, item: DataItem, file: str | None, fixed=None
                             "levels or add data.")
     else:
         levels = tuple(present)
+    if item.grouping and len(levels) < 2:
+        raise DataError(f"{where}: the grouping column {col!r} of a random effect has one level "
+                        f"({levels[0]!r}); a variance between groups needs at least two groups "
+                        "(and is poorly determined with fewer than about five). Drop the random "
+                        "effect or use a column with several groups.")
     if item.reference is not None and str(item.reference) not in levels:
         raise DataError(f"{where}: the reference level {item.reference!r} does not occur in column "
                         f"{col!r}; its levels are {list(levels)}."
@@ -245,6 +265,30 @@ def _categorical(series: pd.Series, item: DataItem, file: str | None, fixed=None
     codes = np.fromiter((lookup[v] for v in labels), dtype=np.int64, count=len(labels))
     coord = tuple(v for v in levels if item.reference is None or v != str(item.reference))
     return codes, levels, coord
+
+
+def _check_nested(table: pd.DataFrame, labels: np.ndarray, item: DataItem,
+                  file: str | None) -> None:
+    """Each level of ``item`` must lie inside one level of ``item.nested_in``."""
+    parent_col = item.nested_in
+    parent = _column(table, parent_col, item, file)
+    if parent.isna().any():
+        rows = _bad_rows(parent.isna().to_numpy())
+        raise DataError(f"{_where(file, item.key)}: column {parent_col!r} (nested_in) has missing "
+                        f"values at row(s) {rows}.")
+    pairs = pd.DataFrame({"child": labels, "parent": parent.astype(str).to_numpy()})
+    n_parents = pairs.drop_duplicates().groupby("child")["parent"].agg(list)
+    shared = n_parents[n_parents.map(len) > 1]
+    if len(shared):
+        lev, parents = shared.index[0], shared.iloc[0]
+        col = item.columns[0]
+        raise DataError(
+            f"{_where(file, item.key)}: column {col!r} is declared nested_in {parent_col!r}, but "
+            f"its level {lev!r} occurs in {len(parents)} levels of {parent_col!r} "
+            f"({parents[:4]}); {len(shared)} level(s) of {col!r} are shared like this. Nested "
+            f"groups need labels unique across {parent_col!r}: relabel them, or use the formula "
+            f"term (1 | {parent_col}/{col}), which groups by the interaction "
+            f"{parent_col}:{col} as lme4 does.")
 
 
 def bind(items: list[DataItem], data: Any, *, file: str | None = None,
@@ -282,8 +326,11 @@ def bind(items: list[DataItem], data: Any, *, file: str | None = None,
             structure.append((item.name, "design", tuple(names)))
             continue
         if item.kind == "categorical":
-            codes, lev, coord = _categorical(_column(table, item.columns[0], item, file),
-                                             item, file, (fixed_levels or {}).get(item.name))
+            labels = _labels(table, item, file)
+            if item.nested_in is not None:
+                _check_nested(table, labels, item, file)
+            codes, lev, coord = _categorical(labels, item, file,
+                                             (fixed_levels or {}).get(item.name))
             arrays[item.name] = codes
             coords[item.dim] = coord
             levels[item.name] = lev

@@ -84,8 +84,9 @@ MEAN_PARAM = {"Normal": "mu", "Bernoulli": "p", "Binomial": "p", "Poisson": "mu"
               "NegativeBinomial": "mu", "StudentT": "mu"}
 
 
-def split_formula(text: str, *, where: str) -> tuple[str, str]:
-    """Split ``"y ~ x1 + x2"`` into the outcome column and a validated right-hand side."""
+def split_formula(text: str, *, where: str, check: bool = True) -> tuple[str, str]:
+    """Split ``"y ~ x1 + x2"`` into the outcome column and a validated right-hand side
+    (``check=False``: not validated, for a caller that splits off random-effect terms first)."""
     if not isinstance(text, str) or text.count("~") != 1:
         raise ModelFileError(f"{where}: a formula has the form 'y ~ x1 + x2 + C(group)' with one "
                              f"'~'; got {text!r:.80}.")
@@ -95,7 +96,8 @@ def split_formula(text: str, *, where: str) -> tuple[str, str]:
     if not rhs:
         raise ModelFileError(f"{where}: the formula {text!r} has nothing right of '~' (use "
                              "'y ~ 1' for an intercept only).")
-    check_rhs(rhs, where=where)
+    if check:
+        check_rhs(rhs, where=where)
     return lhs, rhs
 
 

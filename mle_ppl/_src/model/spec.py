@@ -23,6 +23,7 @@ from mle_ppl._src.errors import DataError, MLEError, ModelFileError, did_you_mea
 from mle_ppl._src.model.data import BoundData, DataItem, bind, read_table, suggest
 from mle_ppl._src.model.expressions import Expression, parse_distribution_call
 from mle_ppl._src.model.priors import make_param
+from mle_ppl._src.model.random import RandomDecl, build_random
 from mle_ppl._src.model.toml import OBS_DIM, LikelihoodDecl, ModelDecl, ParamDecl, key_where
 
 #: Most cached pm.Models (data structures) kept per spec.
@@ -44,7 +45,8 @@ class ModelSpec:
 
     def __init__(self, *, name: str, description: str, path: Path | None,
                  priors: dict[str, str], _file: str, _items=(), _params=(), _likelihoods=(),
-                 _default_data: str | None = None, _build=None, _build_takes_priors=False):
+                 _default_data: str | None = None, _build=None, _build_takes_priors=False,
+                 _randoms=()):
         self.name = name
         self.description = description
         self.path = path
@@ -53,6 +55,7 @@ class ModelSpec:
         self._items: tuple[DataItem, ...] = tuple(_items)
         self._params: tuple[ParamDecl, ...] = tuple(_params)
         self._likelihoods: tuple[LikelihoodDecl, ...] = tuple(_likelihoods)
+        self._randoms: tuple[RandomDecl, ...] = tuple(_randoms)
         self._default_data = _default_data
         self._build = _build
         self._build_takes_priors = _build_takes_priors
@@ -63,7 +66,8 @@ class ModelSpec:
         """The spec of a validated TOML model file (:func:`.toml.parse_toml`)."""
         return cls(name=decl.name, description=decl.description, path=decl.path,
                    priors=decl.priors, _file=decl.file, _items=decl.items, _params=decl.params,
-                   _likelihoods=decl.likelihoods, _default_data=decl.default_data)
+                   _likelihoods=decl.likelihoods, _default_data=decl.default_data,
+                   _randoms=decl.randoms)
 
     def __repr__(self) -> str:
         where = f" from {str(self.path)!r}" if self.path else ""
@@ -78,6 +82,11 @@ class ModelSpec:
     def parameter_names(self) -> tuple[str, ...]:
         """Names of the declared parameters (TOML files), in declaration order."""
         return tuple(p.name for p in self._params)
+
+    @property
+    def random_names(self) -> tuple[str, ...]:
+        """Names of the declared random effects (``[random]`` or formula ``(1 | g)`` terms)."""
+        return tuple(r.name for r in self._randoms)
 
     @property
     def default_data_path(self) -> Path | None:
@@ -174,7 +183,7 @@ class ModelSpec:
     # --------------------------------------------------------------- building
     def _container_names(self, bound: BoundData) -> dict[str, str]:
         taken = {self._dim(d) for d in bound.coords} | {OBS_DIM} | {p.name for p in self._params}
-        taken |= {lk.name for lk in self._likelihoods}
+        taken |= {lk.name for lk in self._likelihoods} | {r.name for r in self._randoms}
         out = {}
         for it in self._items:
             cname = it.name if it.name not in taken else f"{it.name}_data"
@@ -189,6 +198,15 @@ class ModelSpec:
         containers = self._container_names(bound)
         coords = {OBS_DIM: np.arange(bound.n),
                   **{self._dim(d): list(v) for d, v in bound.coords.items()}}
+        for r in self._randoms:
+            if r.effects is not None:
+                coords[self._dim(r.effect_dim)] = list(r.effects)
+            elif r.effect_dim is not None and len(coords[self._dim(r.effect_dim)]) != 2:
+                raise ModelFileError(
+                    f"model file {file!r}, key {r.key}.dims: correlated effects take two "
+                    f"effects (intercept and slope); the dim {r.effect_dim!r} has "
+                    f"{len(coords[self._dim(r.effect_dim)])}: "
+                    f"{list(coords[self._dim(r.effect_dim)])[:5]}.")
         ref_index: dict[str, int] = {}
         for it in self._items:
             if it.kind == "categorical" and it.reference is not None:
@@ -206,6 +224,17 @@ class ModelSpec:
                     p = replace(p, dims=tuple(self._dim(d) for d in p.dims))
                     rv = make_param(p, prior, file)
                     env[p.name] = _pad_reference(rv, p.dims, ref_index)
+                for r in self._randoms:
+                    rdims = (self._dim(r.group),) + (
+                        (self._dim(r.effect_dim),) if r.effect_dim is not None else ())
+                    try:
+                        env[r.name] = build_random(r, env, rdims, key_where(file, r.key))
+                    except MLEError:
+                        raise
+                    except Exception as err:  # noqa: BLE001 - PyMC's many errors, all ours
+                        raise ModelFileError(f"{key_where(file, r.key)}: cannot build "
+                                             f"{r.distribution.name} random effect {r.name!r}: "
+                                             f"{first_line(err)}") from None
                 for lk in self._likelihoods:
                     kwargs = {}
                     for k, e in lk.params:

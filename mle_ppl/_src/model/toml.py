@@ -26,6 +26,7 @@ from mle_ppl._src.model.expressions import (
     parse_distribution_call,
     parse_expression,
 )
+from mle_ppl._src.model.random import RandomDecl, parse_random
 
 #: The dim of the observations (rows of the data table).
 OBS_DIM = "obs_id"
@@ -38,8 +39,9 @@ SECTIONS: dict[str, tuple[str, ...] | None] = {
     "parameters": None,
     "likelihood": None,
     "priors": None,
+    "random": None,
 }
-DATA_KEYS = ("column", "columns", "levels", "reference", "categorical")
+DATA_KEYS = ("column", "columns", "levels", "reference", "categorical", "nested_in")
 PARAMETER_KEYS = ("dims", "lower", "upper", "shape", "start")
 LIKELIHOOD_KEYS = ("distribution", "observed")
 FORMULA_ONLY_KEYS = ("family", "link", "offset", "exposure", "trials")
@@ -86,6 +88,7 @@ class ModelDecl:
     params: tuple[ParamDecl, ...]
     likelihoods: tuple[LikelihoodDecl, ...]
     default_data: str | None  #: ``[model] data``
+    randoms: tuple[RandomDecl, ...] = ()  #: ``[random]``: effects integrated out by the engine
 
 
 def _label(path: Path | None, fallback: str = "<string>") -> str:
@@ -150,7 +153,12 @@ def _parse_data(section: Any, file: str) -> list[DataItem]:
             _check_keys(v, DATA_KEYS, file, key)
             if ("column" in v) == ("columns" in v):
                 raise _err(file, key, "give exactly one of column = 'name' or columns = [...].")
-            categorical = "levels" in v or "reference" in v or v.get("categorical", False)
+            categorical = ("levels" in v or "reference" in v or v.get("categorical", False)
+                           or "nested_in" in v)
+            nested_in = v.get("nested_in")
+            if nested_in is not None and not isinstance(nested_in, str):
+                raise _err(file, f"{key}.nested_in", f"expected a column name, got "
+                                                     f"{nested_in!r:.60}.")
             if "categorical" in v and not isinstance(v["categorical"], bool):
                 raise _err(file, f"{key}.categorical", "expected true or false.")
             if "columns" in v:
@@ -184,7 +192,7 @@ def _parse_data(section: Any, file: str) -> list[DataItem]:
                                f"among levels {list(levels)}."
                                f"{did_you_mean(str(ref), [str(x) for x in levels])}")
             items.append(DataItem(name, key, "categorical", (col,), levels=levels,
-                                  reference=ref, dim=name))
+                                  reference=ref, dim=name, nested_in=nested_in))
         else:
             raise _err(file, key, "expected a column name, a list of columns, or a table "
                                   "{ column = ..., levels = [...], reference = ... }; got "
@@ -313,9 +321,13 @@ def _parse_priors(section: Any, file: str, params: Mapping[str, ParamDecl]) -> d
 
 def _formula_decls(model: dict, file: str):
     """Declarations of a formula model: [model] formula, family, link, offset, exposure, trials."""
-    from mle_ppl._src.model.formula import FAMILIES, LINKS, MEAN_PARAM, split_formula
+    from mle_ppl._src.model.formula import FAMILIES, LINKS, MEAN_PARAM, check_rhs, split_formula
+    from mle_ppl._src.model.formula_random import random_decls, split_random
 
-    lhs, rhs = split_formula(model["formula"], where=key_where(file, "model.formula"))
+    where = key_where(file, "model.formula")
+    lhs, rhs = split_formula(model["formula"], where=where, check=False)
+    rhs, terms = split_random(rhs, where=where)
+    check_rhs(rhs, where=where)
     family_name = model.get("family", "gaussian")
     if family_name not in FAMILIES:
         raise _err(file, "model.family", f"unknown family {family_name!r}."
@@ -352,8 +364,15 @@ def _formula_decls(model: dict, file: str):
     elif "trials" in model:
         raise _err(file, "model.trials", f"trials is for family = 'binomial', not "
                                          f"{family_name!r}.")
-    mean = LINKS[link].format(eta=eta)
     params = {"beta": {"dims": "coef"}}
+    random: dict | None = None
+    if terms:
+        taken = {outcome, "y", "X", "beta", "offset", "exposure", "trials", *family.extra}
+        r_items, r_params, random, r_eta = random_decls(terms, taken, where=where)
+        items += r_items
+        params.update(r_params)
+        eta = " + ".join([eta, *r_eta])
+    mean = LINKS[link].format(eta=eta)
     for pname, (pspec, kw, _) in family.extra.items():
         params[pname] = dict(pspec)
         like[kw] = pname
@@ -361,7 +380,7 @@ def _formula_decls(model: dict, file: str):
         like["beta"] = f"shape / ({mean})"
     else:
         like[MEAN_PARAM[dist]] = mean
-    return items, params, {outcome: like}
+    return items, params, {outcome: like}, random
 
 
 def parse_toml(doc: Mapping, *, path: Path | None = None, file: str | None = None) -> ModelDecl:
@@ -384,12 +403,12 @@ def parse_toml(doc: Mapping, *, path: Path | None = None, file: str | None = Non
     name = model.get("name") or (path.stem if path is not None else "model")
     description = model.get("description", "")
     if "formula" in model:
-        for section in ("data", "parameters", "likelihood"):
+        for section in ("data", "parameters", "likelihood", "random"):
             if section in doc:
                 raise _err(file, section, f"[{section}] cannot be combined with model.formula; "
-                                          "a formula declares data, parameters and likelihood. "
-                                          "Remove one of them.")
-        items, param_tab, like_tab = _formula_decls(model, file)
+                                          "a formula declares data, parameters and likelihood "
+                                          "(random effects as (1 | g) terms). Remove one of them.")
+        items, param_tab, like_tab, random_tab = _formula_decls(model, file)
     else:
         for k in FORMULA_ONLY_KEYS:
             if k in model:
@@ -402,6 +421,7 @@ def parse_toml(doc: Mapping, *, path: Path | None = None, file: str | None = Non
                                           "= 'y ~ x1 + x2' with a family).")
         items = _parse_data(doc["data"], file)
         param_tab, like_tab = doc["parameters"], doc["likelihood"]
+        random_tab = doc.get("random")
     data_names = {it.name: it for it in items}
     dims = {it.dim: it for it in items if it.dim is not None}
     params = _parse_parameters(param_tab, file, dims)
@@ -413,6 +433,14 @@ def parse_toml(doc: Mapping, *, path: Path | None = None, file: str | None = Non
             raise _err(file, p.key, f"{p.name!r} is both a [data] name and a parameter; rename "
                                     "one of them.")
         known[p.name] = "parameter"
+    randoms = (parse_random(random_tab, file, data_names, {p.name: p for p in params})
+               if random_tab is not None else [])
+    for r in randoms:
+        known[r.name] = "random effect"
+    for it in items:
+        if it.nested_in is not None and it.nested_in == it.columns[0]:
+            raise _err(file, f"{it.key}.nested_in", f"column {it.columns[0]!r} cannot be nested "
+                                                    "in itself.")
     likes = _parse_likelihood(like_tab, file, data_names, known)
     used: dict[str, list[str]] = {}
     for lk in likes:
@@ -424,6 +452,14 @@ def parse_toml(doc: Mapping, *, path: Path | None = None, file: str | None = Non
         if lk.name in data_names and lk.name != lk.observed:
             raise _err(file, lk.key, f"likelihood {lk.name!r} observes {lk.observed!r} but has "
                                      f"the name of another [data] entry; rename it.")
+    for r in reversed(randoms):  # a later effect may use an earlier one as its mean
+        if r.name not in used:
+            raise _err(file, r.key, f"random effect {r.name!r} is not used by any likelihood "
+                                    "expression, so nothing observed depends on it (it would "
+                                    f"integrate to 1). Use it, e.g. mu = '... + {r.name}"
+                                    f"[{r.group}]', or remove it.")
+        for n in r.names:
+            used.setdefault(n, []).append(r.key)
     unused = [p for p in params if p.name not in used]
     if unused:
         p = unused[0]
@@ -434,11 +470,13 @@ def parse_toml(doc: Mapping, *, path: Path | None = None, file: str | None = Non
     if len(set(names)) != len(names):  # pragma: no cover - TOML keys are unique
         raise _err(file, "likelihood", "duplicate likelihood names.")
     discrete = {lk.observed for lk in likes if lk.distribution.discrete}
-    items = [replace(it, used_in=tuple(used.get(it.name, ())), integer=it.name in discrete)
-             for it in items]
+    groups = {r.group for r in randoms}
+    items = [replace(it, used_in=tuple(used.get(it.name, ())), integer=it.name in discrete,
+                     grouping=it.name in groups) for it in items]
     priors = _parse_priors(doc.get("priors", {}), file, {p.name: p for p in params})
     return ModelDecl(name=str(name), description=str(description), path=path, file=file,
                      priors=priors, items=tuple(items), params=tuple(params),
-                     likelihoods=tuple(likes), default_data=model.get("data"))
+                     likelihoods=tuple(likes), default_data=model.get("data"),
+                     randoms=tuple(randoms))
 
 
