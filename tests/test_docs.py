@@ -218,8 +218,10 @@ def test_toml_keys_match_model_files_md():
     same(DATA_KEYS, "model-files.md", "data")
     same(PARAMETER_KEYS, "model-files.md", "parameters")
     same(LIKELIHOOD_KEYS, "model-files.md", "likelihood")
-    same(model_registry("RANDOM_KEYS"), "model-files.md", "random")
-    same(model_registry("MVNORMAL_KEYS"), "model-files.md", "mvnormal")
+    from mle_ppl._src.model.random import MVNORMAL_KEYS, RANDOM_KEYS
+
+    same(RANDOM_KEYS, "model-files.md", "random")
+    same(MVNORMAL_KEYS, "model-files.md", "mvnormal")
     model_rows = doc_table("model-files.md", "model")
     for key in FORMULA_ONLY_KEYS:
         assert model_rows[key][1].startswith("formula only"), key
