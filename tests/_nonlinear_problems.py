@@ -6,9 +6,10 @@ polynomial), the x grid of the published problem (or one spanning the same range
 here: ``y = f(x, b*) + noise`` with a fixed seed, ``b*`` the published certified values and a
 noise level like the published residual standard deviation. The certified values of the
 published data sets therefore do not apply; the reference optimum of *these* data is computed
-independently by :func:`reference` in 60-digit arithmetic (mpmath): Newton's method on the
-residual sum of squares, with derivatives by high-precision central differences, started at
-``b*`` and checked for a vanishing gradient and a positive definite Hessian.
+independently by :func:`compute_reference` in 80-digit arithmetic (mpmath): Newton's method on
+the residual sum of squares, with derivatives by high-precision central differences, started at
+a float64 Levenberg-Marquardt solution, and checked for a vanishing gradient and a positive
+definite Hessian. ``nonlinear_reference.json`` stores the results with a hash of the data.
 
 Each model function is written once, ``f(x, b, ops)``, and evaluated with ``ops`` = NumPy
 (data), PyTensor (the PyMC model, written as a user would) or mpmath (the reference).
