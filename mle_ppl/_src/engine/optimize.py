@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mle_ppl._src.engine.linalg import scaled_eigh, tr_step
+from mle_ppl._src.engine.warm_start import _illinois, _solve_1d, warm_start  # noqa: F401
+
 EPS = np.finfo(float).eps
 
 
@@ -47,184 +50,15 @@ class OptimResult:
 Progress = Callable[[int, float, float], None] | None
 
 
-def _scaled_eigh(H: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Jacobi scaling ``d`` (unit diagonal of ``D H D``) and its eigendecomposition."""
-    diag = np.abs(np.diag(H))
-    scale = np.where(diag > 0, diag, 1.0)
-    d = 1.0 / np.sqrt(scale)
-    Hs = d[:, None] * H * d[None, :]
-    Hs = 0.5 * (Hs + Hs.T)
-    w, V = np.linalg.eigh(Hs)
-    return d, w, V
+def _ran_off(hessian, H, x, x_start, bounded):
+    """Coordinates that ran off (see :func:`~mle_ppl._src.engine.endgame.ran_off`)."""
+    from mle_ppl._src.engine import endgame
 
-
-def _tr_step(gs: np.ndarray, w: np.ndarray, V: np.ndarray,
-             radius: float) -> tuple[np.ndarray, bool]:
-    """Trust-region step in scaled space: minimise the quadratic model within ``radius``.
-
-    Returns the step and whether it is the plain Newton step (interior, positive definite).
-    """
-    a = V.T @ gs
-    wmax = max(np.max(np.abs(w)), 1e-300)
-    pd = w[0] > 1e-13 * wmax
-    if pd:
-        s = -(V @ (a / w))
-        if np.linalg.norm(s) <= radius:
-            return s, True
-    # find lam >= max(0, -w_min) with ||s(lam)|| = radius (Moré-Sorensen in the eigenbasis)
-    lo = max(0.0, -w[0]) + 1e-12 * wmax
-    def norm_at(lam):
-        return np.linalg.norm(a / (w + lam))
-    if norm_at(lo) <= radius:
-        lam = lo
-    else:
-        hi = lo + np.linalg.norm(a) / radius + wmax
-        while norm_at(hi) > radius:
-            hi *= 2
-        for _ in range(100):
-            mid = 0.5 * (lo + hi)
-            if norm_at(mid) > radius:
-                lo = mid
-            else:
-                hi = mid
-            if hi - lo <= 1e-10 * hi:
-                break
-        lam = hi
-    s = -(V @ (a / (w + lam)))
-    return s, False
-
-
-def _runaway(x, bounded, limit):
-    """Bounded coordinates whose unconstrained value ran off (their estimate is at a bound)."""
-    if bounded is None or not limit:
+    H = hessian(x) if H is None else H
+    if not np.all(np.isfinite(H)):
         return ()
-    return tuple(int(i) for i in np.flatnonzero(np.asarray(bounded) & (np.abs(x) > limit)))
-
-
-def _solve_1d(value_and_grad, x, i, f, g, max_expand=7):
-    """Move coordinate ``i`` of ``x`` to a root of the partial derivative (bracket + Illinois).
-
-    Used on log/interval-scale coordinates, where the NLL is exponential on one side: Newton
-    crawls there (step ~0.5 per iteration) while a bracketed root search needs ~10 evaluations.
-    ``f, g`` are the value and gradient at ``x``; returns the new ``(x, f, g)``.
-    """
-    if not np.isfinite(f) or g[i] == 0:
-        return x, f, g
-    direction = -np.sign(g[i])
-    a, ga, fa_full, a_x = x[i], g[i], (f, g), x
-    step = 1.0
-    b = None
-    gb = None
-    for _ in range(max_expand):
-        cand = a_x.copy()
-        cand[i] = a + direction * step
-        fc, gc = value_and_grad(cand)
-        if not np.isfinite(fc):
-            step *= 0.25
-            continue
-        if np.sign(gc[i]) != np.sign(ga):
-            b, gb = cand[i], gc[i]
-            break
-        if fc > fa_full[0]:
-            break
-        a, ga, fa_full, a_x = cand[i], gc[i], (fc, gc), cand
-        step *= 4.0
-    if b is None:
-        return a_x, *fa_full
-    last = {}
-
-    def gi(t):
-        c = a_x.copy()
-        c[i] = t
-        fc, gc = value_and_grad(c)
-        last[t] = (c, fc, gc)
-        return gc[i]
-
-    root = _illinois(gi, a, b, ga, gb, xtol=1e-3, maxiter=40, bisect_above=1.0)
-    if root not in last:
-        gi(root)
-    found = last[root]
-    # the NLL falls from a to the root along this coordinate; keep a if anything went wrong
-    if np.isfinite(found[1]) and found[1] <= fa_full[0]:
-        return found
-    return a_x, *fa_full
-
-
-def _illinois(fun, a, b, fa, fb, *, xtol, maxiter, bisect_above=np.inf):
-    """Root of ``fun`` in the bracket ``[a, b]`` (``fa``, ``fb`` of opposite signs).
-
-    Regula falsi with the Illinois modification (Dowell & Jarratt 1971), superlinear like the
-    secant method while the root stays bracketed, and bisection while the bracket is wider than
-    ``bisect_above`` or whenever three steps have not halved it (the derivative of an NLL in
-    log sigma is exponential on one side, where a secant through a huge value crawls). It is
-    all a warm start needs, and it keeps ``scipy.optimize`` (0.6 s to import) out of a fit.
-    """
-    side = 0
-    c = a
-    widths = [abs(b - a)]
-    for _ in range(maxiter):
-        if widths[-1] > bisect_above or (len(widths) > 3 and widths[-1] > 0.5 * widths[-4]):
-            c = 0.5 * (a + b)
-            widths = [abs(b - a)]
-        else:
-            c = (a * fb - b * fa) / (fb - fa)
-            if not np.isfinite(c) or not min(a, b) <= c <= max(a, b):
-                c = 0.5 * (a + b)
-        fc = fun(c)
-        if not np.isfinite(fc) or fc == 0:
-            return c
-        if np.sign(fc) == np.sign(fb):
-            b, fb = c, fc
-            if side == -1:
-                fa *= 0.5
-            side = -1
-        else:
-            a, fa = c, fc
-            if side == 1:
-                fb *= 0.5
-            side = 1
-        widths.append(abs(b - a))
-        if widths[-1] <= xtol:
-            break
-    return c
-
-
-def warm_start(value_and_grad, hessian, x0, bounded, rounds=1, start_value=None):
-    """Block start: a Newton step on the free coordinates, then a 1-D root search on each
-    bounded (scale) coordinate, ``rounds`` times. Returns ``(x, f, g)``.
-
-    For a Gaussian model one round is: least squares for the coefficients (the Newton step in
-    them does not depend on σ), then σ given them; for models without bounded parameters it
-    returns ``x0`` unchanged.
-    """
-    x = np.array(x0, dtype=float)
-    if start_value is not None and np.array_equal(start_value[0], x):
-        f, g = start_value[1], start_value[2]  # the caller already evaluated this point
-    else:
-        f, g = value_and_grad(x)
-    if bounded is None or not np.any(bounded) or not np.isfinite(f):
-        return x, f, g
-    idx_b = np.flatnonzero(bounded)[:20]
-    free = ~np.asarray(bounded)
-    for _ in range(rounds):
-        if free.any():
-            H = hessian(x)[np.ix_(free, free)]
-            if np.all(np.isfinite(H)):
-                d, w, V = _scaled_eigh(H)
-                wmax = max(np.max(np.abs(w)), 1e-300)
-                w = np.maximum(w, 1e-10 * wmax)
-                step = d * -(V @ ((V.T @ (d * g[free])) / w))
-                for _ in range(20):
-                    cand = x.copy()
-                    cand[free] += step
-                    fc, gc = value_and_grad(cand)
-                    if np.isfinite(fc) and fc < f:
-                        x, f, g = cand, fc, gc
-                        break
-                    step *= 0.5
-        for i in idx_b:
-            x, f, g = _solve_1d(value_and_grad, x, i, f, g)
-    return x, f, g
+    d, w, V = scaled_eigh(H)
+    return endgame.ran_off(x, x_start, x_start, bounded, d, w, V)
 
 
 #: Newton decrement (predicted NLL decrease to the optimum) below which Newton stops taking
@@ -268,22 +102,56 @@ def _pd(w) -> bool:
     return bool(w[0] > 1e-13 * max(np.max(np.abs(w)), 1e-300))
 
 
-def newton(objective, x0, *, tol=1e-10, max_iter=200, refine=8,
-           progress: Progress = None, bounded=None, runaway=30.0, start_value=None,
-           **_) -> OptimResult:
+#: Ceiling on Newton iterations; the usual stop for a fit that makes no progress is the stall
+#: test (:data:`STALL_WINDOW`), so hard but solvable problems (Bennett5-like valleys: ~600
+#: iterations) are not cut short.
+MAX_ITER = 10_000
+#: Newton stops as stalled when the NLL fell by less than ``STALL_RTOL * max(1, |NLL|)`` over
+#: this many iterations.
+STALL_WINDOW = 100
+STALL_RTOL = 1e-12
+#: A fit is converged only when the Newton step left at the end is below this many standard
+#: errors in every coordinate (or within the rounding of the coordinate itself).
+STEP_SE = 1e-6
+#: Rounds of leaving a saddle or degenerate stationary point before accepting it.
+ESCAPES = 3
+#: Scaled eigenvalue (relative) below which the information is singular in double precision;
+#: SINGULAR_RUN non-converged iterations in a row there end the fit with that diagnosis.
+RANK_EPS = 1e-14
+SINGULAR_RUN = 200
+
+
+def _step_in_se(g, d, w, V):
+    """``|H^-1 g|_i / sqrt((H^-1)_ii)``: the Newton step left, in standard errors."""
+    inv_diag = np.sum(V**2 / w, axis=1)
+    step = V @ ((V.T @ (d * g)) / w)
+    return np.abs(step) / np.sqrt(np.maximum(inv_diag, 1e-300))
+
+
+def newton(objective, x0, *, tol=1e-10, max_iter=MAX_ITER, refine=8,
+           progress: Progress = None, bounded=None, runaway=True, start_value=None,
+           escape=True, **_) -> OptimResult:
     """Trust-region Newton with the exact, Jacobi-scaled Hessian and iterative refinement.
 
     Converged when the Newton decrement ``g' H^-1 g / 2`` (the predicted decrease of the NLL to
-    the optimum, in log-likelihood units) is below ``tol`` at a positive definite Hessian.
-    ``start_value=(x, f, g)``, a point the caller already evaluated, saves that evaluation when
-    ``x`` is the start.
+    the optimum, in log-likelihood units) is below ``tol`` at a positive definite Hessian and the
+    step left is below :data:`STEP_SE` standard errors. ``start_value=(x, f, g)``, a point the
+    caller already evaluated, saves that evaluation when ``x`` is the start.
 
     A Hessian costs about as much as a gradient on a large data set, so the last iterations
     reuse one: once a full Newton step lands where the decrement, measured with the previous
     Hessian, is below :data:`NEAR`, refinement steps with that Hessian polish the solution and a
     fresh Hessian at the final point (the one the standard errors need) certifies convergence;
     if it does not, Newton iterations resume from there.
+
+    At a stationary point whose information is singular or indefinite (``escape=True``), the
+    directions of zero or negative curvature are probed and exact ties broken
+    (:mod:`~mle_ppl._src.engine.endgame`); iterations continue from any lower point found. A fit
+    whose coordinates ran off along a flat direction (``runaway=True``) is never converged: "no
+    finite maximum found from this start".
     """
+    from mle_ppl._src.engine import endgame
+
     value_and_grad, hessian = objective.value_and_grad, objective.hessian
     count = [0]
 
@@ -291,6 +159,7 @@ def newton(objective, x0, *, tol=1e-10, max_iter=200, refine=8,
         count[0] += 1
         return value_and_grad(z)
 
+    x_start = np.array(x0, dtype=float)
     x, f, g = warm_start(counted, hessian, x0, bounded, start_value=start_value)
     H_at_x = None  # the Hessian at the current x, when known
     if not np.isfinite(f):
@@ -303,6 +172,12 @@ def newton(objective, x0, *, tol=1e-10, max_iter=200, refine=8,
     message = "iteration limit reached"
     it = 0
     d = w = V = None
+    x_first = None
+    prev = None  # the last accepted point before x, to step back to from a non-finite Hessian
+    escapes = 0
+    ran_loop = ()
+    x_window = None  # the iterate STALL_WINDOW iterations ago
+    singular_run = 0  # consecutive iterations with a numerically singular information
     full_step = False  # the last accepted step was an interior Newton step the model predicted
     for it in range(1, max_iter + 1):
         if (full_step and refine and _pd(w)
@@ -313,27 +188,61 @@ def newton(objective, x0, *, tol=1e-10, max_iter=200, refine=8,
         H = H_at_x if H_at_x is not None else hessian(x)
         H_at_x = H
         if not np.all(np.isfinite(H)):
+            if prev is not None and radius > 1e-12:
+                # a step into a region where the Hessian overflows: back off, smaller radius
+                radius = 0.25 * float(np.linalg.norm((x - prev[0]) / d)) if d is not None \
+                    else 1.0
+                x, f, g, H_at_x = prev[0], prev[1], prev[2], prev[3]
+                prev = None
+                history.append(f)
+                continue
             message = "the Hessian is not finite"
             break
-        d, w, V = _scaled_eigh(H)
+        d, w, V = scaled_eigh(H)
         gs = d * g
         wmax = max(np.max(np.abs(w)), 1e-300)
         keep = w > 1e-13 * wmax
         a = V.T @ gs
         decrement = 0.5 * float(np.sum(a[keep] ** 2 / w[keep]))
         # positive semi-definite with no gradient along its null space: a flat ridge of optima
-        # (non-identifiable parameters; the diagnosis names them)
+        # (non-identifiable parameters; the diagnosis names them) -- or a degenerate saddle
         ridge = (w[0] > -1e-8 * wmax
                  and np.all(np.abs(a[~keep]) <= 1e-9 * max(1.0, float(np.linalg.norm(a)))))
         if (keep.all() or ridge) and decrement < tol:
-            converged = True
-            message = "Newton decrement below tolerance"
-            break
+            if escape and escapes < ESCAPES and endgame.needs_check(w):
+                found = endgame.probe(counted, x, f, endgame.flat_directions(d, w, V))
+                while found is None and escapes < ESCAPES:
+                    escapes += 1  # break a tie: restart from a perturbed point
+                    sub = newton(objective, endgame.shake(x, d, seed=escapes,
+                                                          scale=endgame.SHAKES[escapes - 1]),
+                                 tol=tol, max_iter=max(1, min(max_iter - it, 500)),
+                                 refine=refine, escape=False, runaway=False)
+                    count[0] += sub.n_evals
+                    if np.isfinite(sub.fun) and sub.fun < f - endgame.margin(f):
+                        found = (sub.x, sub.fun, sub.grad)
+                if found is not None:
+                    x, f, g = found
+                    H_at_x, radius, full_step, polished = None, np.inf, False, False
+                    history.append(f)
+                    continue
+            if keep.all() and not polished and refine and STEP_SE:
+                # a tight final test: the step left must be a tiny fraction of an SE; refine
+                x_new, f, g = _polish(counted, x, f, g, d, w, V, refine)
+                if not np.array_equal(x_new, x):
+                    x, H_at_x, polished = x_new, None, True
+                    continue
+            if keep.all() and np.max(_step_in_se(g, d, w, V)) > STEP_SE and not np.all(
+                    np.abs(d * (V @ (a / w))) <= POLISH_RTOL * np.maximum(np.abs(x), d)):
+                pass  # not yet: the step left is above STEP_SE standard errors
+            else:
+                converged = True
+                message = "Newton decrement below tolerance"
+                break
         polished = False
         accepted = False
         full_step = False
         for _inner in range(60):
-            ss, interior = _tr_step(gs, w, V, radius)
+            ss, interior = tr_step(gs, w, V, radius)
             step = d * ss
             pred = -(gs @ ss + 0.5 * ss @ (V @ (w * (V.T @ ss))))
             x_new = x + step
@@ -356,6 +265,7 @@ def newton(objective, x0, *, tol=1e-10, max_iter=200, refine=8,
                     radius = 2.0 * radius
                 elif rho < 0.25:
                     radius = 0.25 * snorm
+                prev = (x, f, g, H_at_x)
                 x, f, g, H_at_x = x_new, f_new, g_new, None
                 accepted = True
                 full_step = interior and rho > 0.9
@@ -363,30 +273,69 @@ def newton(objective, x0, *, tol=1e-10, max_iter=200, refine=8,
             radius = 0.25 * snorm
             if radius < 1e-300:
                 break
+        if x_first is None and accepted:
+            x_first = x.copy()
         history.append(f)
         if progress is not None:
             progress(it, f, float(np.linalg.norm(g)))
         if not accepted:
             message = "no step decreases the negative log-likelihood (stalled)"
+            if keep.all() and decrement < tol:
+                message = (f"the Newton step left is above {STEP_SE:g} standard errors and no "
+                           "step reduces it (rounding)")
             break
-        if _runaway(x, bounded, 40 * runaway):
-            message = "a bounded parameter runs to its bound (the likelihood keeps increasing)"
+        if it % STALL_WINDOW == 0 and runaway and x_window is not None:
+            ran_loop = endgame.running_off(x, x_window, x_start, x_first, bounded,
+                                           history[-STALL_WINDOW - 1] - f)
+            if ran_loop:
+                message = (f"the log-likelihood rose by less than {endgame.CREEP:g} in "
+                           f"{STALL_WINDOW} iterations while they kept growing")
+                break
+        if it % STALL_WINDOW == 0:
+            x_window = x.copy()
+        singular_run = singular_run + 1 if w[0] <= RANK_EPS * wmax else 0
+        if singular_run >= SINGULAR_RUN:
+            message = (f"the observed information has stayed numerically singular for "
+                       f"{SINGULAR_RUN} iterations (smallest scaled eigenvalue "
+                       f"{w[0] / wmax:.1e}): double precision cannot resolve these parameters "
+                       "on this scale. Centre and scale the predictors (or use orthogonal "
+                       "polynomials) and refit")
+            break
+        if (len(history) > STALL_WINDOW
+                and history[-STALL_WINDOW - 1] - f <= STALL_RTOL * max(1.0, abs(f))):
+            message = (f"stalled: the log-likelihood rose by less than {STALL_RTOL:g} (relative)"
+                       f" in {STALL_WINDOW} iterations")
             break
     if converged and refine and not polished and _pd(w):
         # Iterative refinement with the last Hessian recovers accuracy lost to its conditioning.
         x_new, f, g = _polish(counted, x, f, g, d, w, V, refine)
         if not np.array_equal(x_new, x):
             x, H_at_x = x_new, None
-    ran = _runaway(x, bounded, runaway)
+    ran = ran_loop
+    if runaway and not ran and (not converged or w is None or endgame.needs_check(w)):
+        if H_at_x is None:
+            H_at_x = hessian(x)
+        if np.all(np.isfinite(H_at_x)):
+            dd, ww, VV = scaled_eigh(H_at_x)
+            ran = endgame.ran_off(x, x_start, x if x_first is None else x_first, bounded,
+                                  dd, ww, VV)
+        else:  # the information overflowed on the way out (σ → 0 with a perfect fit)
+            ran = endgame.far_from_start(x, x_start, x if x_first is None else x_first,
+                                         bounded)
+    if ran:
+        converged = False
+        message = ("no finite maximum found from this start: the log-likelihood keeps rising "
+                   f"while coordinates {list(ran)} run off (" + message + ")")
     # the Hessian is returned only when it was taken at the final point
     return OptimResult(x, f, g, it, count[0], converged, message, "newton", tuple(history),
                        hessian=H_at_x, runaway=ran)
 
 
 def lbfgs(objective, x0, *, tol=1e-10, max_iter=2000, progress: Progress = None,
-          bounded=None, runaway=30.0, start_value=None, **_) -> OptimResult:
+          bounded=None, runaway=True, start_value=None, **_) -> OptimResult:
     """L-BFGS-B (SciPy) on the Jacobi-scaled problem; the scaling uses the Hessian at ``x0``."""
     value_and_grad, hessian = objective.value_and_grad, objective.hessian
+    x_start = np.array(x0, dtype=float)
     x0 = warm_start(value_and_grad, hessian, x0, bounded, rounds=2, start_value=start_value)[0]
     H0 = hessian(x0)
     diag = np.abs(np.diag(H0)) if np.all(np.isfinite(H0)) else np.ones_like(x0)
@@ -420,7 +369,7 @@ def lbfgs(objective, x0, *, tol=1e-10, max_iter=2000, progress: Progress = None,
     converged = False
     message = str(res.message)
     if np.all(np.isfinite(H)):
-        dd, w, V = _scaled_eigh(H)
+        dd, w, V = scaled_eigh(H)
         if _pd(w):
             # L-BFGS stops where its gradient differences stop carrying information, which on an
             # ill-conditioned design (NIST Longley) is 6-7 digits short of the optimum: finish
@@ -438,13 +387,16 @@ def lbfgs(objective, x0, *, tol=1e-10, max_iter=2000, progress: Progress = None,
             converged = decrement < max(tol, 1e-8)
             if not converged:
                 message += f"; Newton decrement {decrement:.3g} above tolerance"
-    ran = _runaway(x, bounded, runaway)
+    ran = _ran_off(hessian, H, x, x_start, bounded) if runaway else ()
+    if ran:
+        converged = False
+        message = f"no finite maximum found from this start: coordinates {list(ran)} run off"
     return OptimResult(x, f, g, int(res.nit), count["n"] + n_extra[0], converged, message,
                        "lbfgs", tuple(history), hessian=H, runaway=ran)
 
 
 def gradient_descent(objective, x0, *, learning_rate=0.1, max_iter=5000,
-                     tol=1e-6, n_obs=1, progress: Progress = None, bounded=None, runaway=30.0,
+                     tol=1e-6, n_obs=1, progress: Progress = None, bounded=None, runaway=True,
                      **_) -> OptimResult:
     """Plain gradient descent on the mean NLL: ``x <- x - learning_rate * grad(NLL)/n``.
 
@@ -474,7 +426,9 @@ def gradient_descent(objective, x0, *, learning_rate=0.1, max_iter=5000,
         history.append(f / n)
         if progress is not None and it % 50 == 0:
             progress(it, f, float(np.linalg.norm(g)))
-    ran = _runaway(x, bounded, runaway)
+    ran = ()
+    if runaway and not converged and np.isfinite(f) and hasattr(objective, "hessian"):
+        ran = _ran_off(objective.hessian, None, x, np.array(x0, dtype=float), bounded)
     return OptimResult(x, f, g, it, it + 1, converged, message, "gd", tuple(history), runaway=ran)
 
 

@@ -23,8 +23,10 @@ from mle_ppl._src.errors import (
 RANK_TOL = 1e-14
 #: Condition number of the scaled information above which fitted 0/1 probabilities mean separation.
 SEPARATION_COND = 1e8
-#: |unconstrained value| beyond which a bounded parameter is "at its boundary" (exp(-20) ~ 2e-9).
-BOUNDARY_U = 20.0
+# A bounded parameter is "at its boundary" when the optimizer reports it among the coordinates
+# that ran off (see engine/endgame.py: no information along it at the end, and far from its
+# start in relative terms), never by the raw size of its unconstrained value: log σ = -20 is an
+# ordinary interior optimum for data in units of 1e-9.
 
 
 @dataclass(frozen=True)
@@ -129,11 +131,11 @@ def diagnose(
                           f"the observed information is {kind} at the optimum: the data do not "
                           f"identify {', '.join(involved)} (flat direction: {dirs}). Standard "
                           "errors are NaN. Remove a redundant parameter or column, or fix one."))
-    at_bound = [labels[i] for i in range(p) if bounded[i] and abs(x[i]) > BOUNDARY_U]
+    at_bound = [labels[i] for i in runaway if bounded[i]]
     if not finite_h and not at_bound and converged:
         warns.append((IdentifiabilityWarning,
                       "the Hessian is not finite at the optimum; standard errors are NaN."))
-    if not converged and not at_bound:
+    if not converged and not at_bound and not runaway:
         newton = "" if method == "newton" else (
             ", try the Newton optimizer (--method newton; method='newton' in Python)")
         warns.append((ConvergenceWarning,
@@ -175,8 +177,10 @@ def diagnose(
     elif runaway and not separation:
         names = ", ".join(labels[i] for i in runaway)
         warns.append((ConvergenceWarning,
-                      f"{names} ran off to very large values: the likelihood may be unbounded "
-                      "or the parameter not identified. Standard errors are NaN."))
+                      f"no finite maximum found from this start: {names} ran off (the "
+                      "log-likelihood keeps rising, or flattens, as they grow). The estimates "
+                      "are not an MLE and standard errors are NaN. Try other starting values "
+                      "(start=..., starts=K), or check that the model can fit these data."))
     trustworthy = not warns
     if not trustworthy:
         cov = nan

@@ -1,0 +1,52 @@
+"""Small dense linear algebra of the optimizers: Jacobi-scaled eigendecomposition, TR step."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def scaled_eigh(H: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Jacobi scaling ``d`` (unit diagonal of ``D H D``) and its eigendecomposition."""
+    diag = np.abs(np.diag(H))
+    scale = np.where(diag > 0, diag, 1.0)
+    d = 1.0 / np.sqrt(scale)
+    Hs = d[:, None] * H * d[None, :]
+    Hs = 0.5 * (Hs + Hs.T)
+    w, V = np.linalg.eigh(Hs)
+    return d, w, V
+
+
+def tr_step(gs: np.ndarray, w: np.ndarray, V: np.ndarray,
+             radius: float) -> tuple[np.ndarray, bool]:
+    """Trust-region step in scaled space: minimise the quadratic model within ``radius``.
+
+    Returns the step and whether it is the plain Newton step (interior, positive definite).
+    """
+    a = V.T @ gs
+    wmax = max(np.max(np.abs(w)), 1e-300)
+    pd = w[0] > 1e-13 * wmax
+    if pd:
+        s = -(V @ (a / w))
+        if np.linalg.norm(s) <= radius:
+            return s, True
+    # find lam >= max(0, -w_min) with ||s(lam)|| = radius (Moré-Sorensen in the eigenbasis)
+    lo = max(0.0, -w[0]) + 1e-12 * wmax
+    def norm_at(lam):
+        return np.linalg.norm(a / (w + lam))
+    if norm_at(lo) <= radius:
+        lam = lo
+    else:
+        hi = lo + np.linalg.norm(a) / radius + wmax
+        while norm_at(hi) > radius:
+            hi *= 2
+        for _ in range(100):
+            mid = 0.5 * (lo + hi)
+            if norm_at(mid) > radius:
+                lo = mid
+            else:
+                hi = mid
+            if hi - lo <= 1e-10 * hi:
+                break
+        lam = hi
+    s = -(V @ (a / (w + lam)))
+    return s, False
