@@ -188,3 +188,99 @@ def test_import_does_not_import_dask():
             "m.startswith(('dask.', 'distributed')) for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# ----------------------------------------------------------------------------- Dask
+def test_dask_local_scheduler_equals_in_memory(data):
+    dd = pytest.importorskip("dask.dataframe")  # the test extra installs it (mle-ppl[dask])
+    root, df = data
+    mem = mle_ppl.fit(root / "lg.toml", data=df)
+    parts = [df.iloc[:1200], df.iloc[1200:1200], df.iloc[1200:2000], df.iloc[2000:]]
+    ddf = dd.concat([dd.from_pandas(p, npartitions=1) for p in parts])  # one empty partition
+    fit = mle_ppl.fit(root / "lg.toml", data=ddf)
+    _same(fit, mem)
+    assert fit.source.reading["kind"] == "dask"
+    assert fit.source.reading["partitions"] == 4
+    assert fit.source.reading["scheduler"].startswith("dask local")
+
+
+def test_dask_bad_partitions_are_named(data):
+    dd = pytest.importorskip("dask.dataframe")
+    root, df = data
+    bad = df.iloc[:300].copy()
+    bad.loc[bad.index[250], "x1"] = np.nan
+    ddf = dd.from_pandas(bad, npartitions=3, sort=False)
+    with pytest.raises(DataError, match=r"Dask partition 2: .*'x1' has 1 missing.*\[50\]"):
+        mle_ppl.fit(root / "pois.toml", data=ddf)
+    with pytest.raises(DataError, match=r"Dask DataFrame has no column 'x1'"):
+        mle_ppl.fit(root / "pois.toml", data=dd.from_pandas(df.drop(columns="x1"), 2))
+    text = df.iloc[:300].astype({"x1": str})
+    parts = [dd.from_pandas(df.iloc[300:600], 1), dd.from_pandas(text, 1)]
+    with pytest.raises(DataError, match=r"Dask partition 1: .*'x1' is not numeric"):
+        mle_ppl.fit(root / "pois.toml", data=dd.concat(parts))
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    distributed = pytest.importorskip("distributed")
+    import logging
+
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  silence_logs=logging.ERROR, dashboard_address=None) as lc, \
+            distributed.Client(lc) as client:
+        yield client
+
+
+def _compile_count():
+    from mle_ppl._src.engine import likelihood
+
+    return likelihood.COMPILE_COUNT
+
+
+@pytest.mark.slow
+def test_local_cluster_equals_in_memory_and_compiles_once_per_worker(data, cluster):
+    dd = pytest.importorskip("dask.dataframe")
+    root, df = data
+    mem = mle_ppl.fit(root / "pois.toml", data=df)
+    ddf = dd.from_pandas(df, npartitions=6)
+    fit = mle_ppl.fit(root / "pois.toml", data=ddf)
+    _same(fit, mem)
+    assert fit.source.reading["scheduler"] == cluster.scheduler.address
+    first = cluster.run(_compile_count)
+    assert all(n > 0 for n in first.values())  # every worker evaluated partitions
+    again = mle_ppl.fit(root / "pois.toml", data=ddf)
+    assert cluster.run(_compile_count) == first  # the worker cache: no compilation
+    _same(again, mem)
+    np.testing.assert_allclose(fit.robust_cov("cluster", groups="firm").to_numpy(),
+                               mem.robust_cov("cluster", groups="firm").to_numpy(),
+                               rtol=1e-9, atol=1e-14)
+    np.testing.assert_allclose(fit.robust_cov("HC1").to_numpy(),
+                               mem.robust_cov("HC1").to_numpy(), rtol=1e-9, atol=1e-14)
+
+
+@pytest.mark.slow
+def test_local_cluster_survives_a_killed_worker(data, cluster, monkeypatch):
+    import os
+    import signal
+
+    dd = pytest.importorskip("dask.dataframe")
+    from mle_ppl._src.engine.chunked import ChunkedObjective
+
+    root, df = data
+    mem = mle_ppl.fit(root / "lg.toml", data=df)
+    ddf = dd.from_pandas(df, npartitions=4)
+    killed = []
+    original = ChunkedObjective.hessian
+
+    def hessian_then_kill(self, x):
+        if not killed:  # mid-fit: the partitions are persisted, Newton has started
+            pids = cluster.run(os.getpid)
+            addr, pid = sorted(pids.items())[0]
+            os.kill(pid, signal.SIGKILL)
+            killed.append(addr)
+        return original(self, x)
+
+    monkeypatch.setattr(ChunkedObjective, "hessian", hessian_then_kill)
+    fit = mle_ppl.fit(root / "lg.toml", data=ddf)
+    assert killed
+    _same(fit, mem)  # Dask recomputed the lost partitions from their lineage
