@@ -10,6 +10,7 @@ every seed ran without divergences, with R-hat <= 1.01 and ESS >= 100 per chain.
     python benchmarks/bench_bayes_init.py                  # full run (~30-60 min on 2 cores)
     python benchmarks/bench_bayes_init.py --quick          # stack loss only, one seed, tune 200
     python benchmarks/bench_bayes_init.py --json out.json  # also save every run
+    python benchmarks/bench_bayes_init.py --from-json a.json b.json   # re-print saved runs
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ def one_run(model: str, init: str, tune: int, seed: int, draws: int, chains: int
                                   cores=1, random_seed=seed, init=init)
     except MLEError as err:
         return {"error": str(err).split(". ")[0]}
+    except Exception as err:  # noqa: BLE001 - a crash is a result of the benchmark too
+        return {"error": f"{type(err).__name__}: {err}"}
     wall = time.perf_counter() - t0
     post = tree["posterior"].to_dataset()
     with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
@@ -73,7 +76,13 @@ def main(argv=None) -> int:
     ap.add_argument("--draws", type=int, default=500)
     ap.add_argument("--chains", type=int, default=2)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--from-json", nargs="+", default=None, metavar="FILE",
+                    help="re-print the table of saved runs (several files are merged)")
     args = ap.parse_args(argv)
+    if args.from_json:
+        rows = [r for f in args.from_json for r in json.loads(Path(f).read_text())["rows"]]
+        print(markdown(summarize(rows, args.chains), args))
+        return 0
     from mle_ppl._src.model.library import bundled_models
 
     models = args.models or ([str(STACKLOSS)] if args.quick else

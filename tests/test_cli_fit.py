@@ -99,8 +99,25 @@ def test_fit_json_document(files, tmp_path):
 def test_fit_table_for_bundled_model():
     rc, out, err = run("fit", "linear_regression")
     assert rc == 0, err
-    assert "beta[GNPDEFL]" in out and "std_err" in out and "linear_regression" in out
+    assert "beta[GNPDEFL]" in out and "std. error" in out and "linear_regression" in out
     assert "-3.48226e+06" in out  # NIST certified intercept -3482258.63...
+
+
+def test_profile_ci_prints_one_labelled_table():
+    # issue 12: `--ci profile` printed an unlabelled Wald table and then the profile one.
+    rc, out, err = run("fit", "poisson_exposure", "--ci", "profile")
+    assert rc == 0, err
+    assert out.count("parameter ") == 1  # one table header
+    assert "std. error: inverse observed information; 95% profile-likelihood intervals" in out
+    assert "95% profile lower" in out and "95% Wald" not in out
+    rc, js, err = run("fit", "poisson_exposure", "--ci", "profile", "--json")
+    doc = json.loads(js)
+    row = next(line for line in out.splitlines() if line.startswith("beta[age] "))
+    lo, hi = (float(t) for t in row.split()[-2:])
+    # shown with 6 significant digits: a correct rounding of the JSON's full-precision bounds
+    p = doc["parameters"]["beta[age]"]
+    assert lo == pytest.approx(p["ci_lower"], rel=5e-6)
+    assert hi == pytest.approx(p["ci_upper"], rel=5e-6)
 
 
 def test_not_trustworthy_exits_1_with_json(files):

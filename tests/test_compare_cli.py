@@ -55,3 +55,22 @@ def test_bad_input_exit_2(argv, message, capsys):
     assert main(argv) == 2
     out, err = capsys.readouterr()
     assert out == "" and message in err
+
+
+def test_sample_summary_names_hdi_like_compare():
+    # issue 12: `sample` said hdi95_lb/hdi95_ub, `compare` hdi_lower/hdi_upper; one naming now.
+    import arviz_stats
+    import numpy as np
+
+    from mle_ppl._src.bayes.compare import COLUMNS
+    from mle_ppl._src.cli.sample import summary_table
+
+    rng = np.random.default_rng(0)
+    post = xr.Dataset({"mu": (("chain", "draw"), rng.normal(size=(2, 400)))})
+    tree = xr.DataTree.from_dict({"posterior": post})
+    tab = summary_table(tree)
+    assert {"hdi_lower", "hdi_upper"} <= set(tab.columns) <= set(COLUMNS) | {
+        "mcse_mean", "mcse_sd", "ess_bulk", "ess_tail", "r_hat", "mean", "sd"}
+    ref = arviz_stats.hdi(post, prob=0.95)["mu"].values  # the same HDI, computed directly
+    assert tab.loc["mu", "hdi_lower"] == pytest.approx(ref[0], rel=1e-12)
+    assert tab.loc["mu", "hdi_upper"] == pytest.approx(ref[1], rel=1e-12)

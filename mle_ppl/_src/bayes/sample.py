@@ -407,7 +407,7 @@ def sample(
             draws=int(draws), tune=int(tune), chains=int(chains), cores=cores,
             random_seed=random_seed, progressbar=progress, quiet=not progress,
             compute_convergence_checks=False, nuts_sampler="pymc", model=bayes_model, **how)
-        pm.compute_log_likelihood(idata, model=bayes_model, progressbar=False)
+        _log_likelihood(idata, bayes_model)
     idata["posterior"].attrs["mle_ppl_model"] = name
     idata["posterior"].attrs["mle_ppl_init"] = init_text
     idata["posterior"].attrs["mle_ppl_priors"] = json.dumps(
@@ -420,6 +420,22 @@ def sample(
         warnings.warn(f"model {name!r}: {msg}", SamplingWarning, stacklevel=2)
     return idata
 
+
+
+def _log_likelihood(idata, model: pm.Model) -> None:
+    """``pm.compute_log_likelihood`` also for models whose file sets ``initval=``.
+
+    PyMC refuses to rebuild a model with non-default initial values ("Cannot convert models
+    with non-default initial_values"); they play no part in the pointwise log-likelihood, so
+    they are set aside for the call and restored after it.
+    """
+    saved = dict(model.rvs_to_initial_values)
+    try:
+        for rv in saved:
+            model.rvs_to_initial_values[rv] = None
+        pm.compute_log_likelihood(idata, model=model, progressbar=False)
+    finally:
+        model.rvs_to_initial_values.update(saved)
 
 
 def _describe_prior(rv) -> str:

@@ -6,10 +6,12 @@ Progress goes to **stderr** and only when stderr is a terminal, so piped output 
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from mle_ppl._src.cli._table import Col, FitTable, Num
+from mle_ppl._src.report.numbers import fmt, fmt_p  # noqa: F401 - re-exported for commands
 
 #: Width used for tables when stdout is not a terminal (rich would otherwise wrap at 80).
 PIPE_WIDTH = 120
@@ -58,80 +60,81 @@ def esc(text) -> str:
     return escape(str(text))
 
 
-def fmt(value, digits: int = 6) -> str:
-    """A number with ``digits`` significant digits; NaN/inf and None spelled out."""
-    if value is None:
-        return "—"
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    return f"{v:.{digits}g}"
+def fit_table(fit, title: str | None = None, *, tab=None, ci_label: str = "95% CI"):
+    """The MLE table (estimate, SE, z, p, interval) as a width-aware :class:`FitTable`.
 
-
-def fit_table(fit, title: str | None = None):
-    """The MLE table (estimate, SE, z, p, 95 % Wald interval) as a rich Table."""
-    from rich.table import Table
-
-    tab = fit.table()
-    t = Table(title=title, title_justify="left", header_style="bold")
-    t.add_column("parameter")
-    for col, head in (("estimate", "estimate"), ("std_err", "std. error"), ("z", "z"),
-                      ("p_value", "P>|z|"), ("ci_lower", "95% CI lower"),
-                      ("ci_upper", "95% CI upper")):
-        t.add_column(head, justify="right")
-    for lab, r in tab.iterrows():
-        t.add_row(esc(lab), fmt(r.estimate), fmt(r.std_err), fmt(r.z, 4), fmt(r.p_value, 3),
-                  fmt(r.ci_lower), fmt(r.ci_upper))
-    return t
+    ``tab`` is a table like ``fit.table()`` (default), e.g. with robust standard errors.
+    """
+    tab = fit.table() if tab is None else tab
+    cols = [Col("parameter", "label"), Col("estimate"), Col("std. error"), Col("z"),
+            Col("P>|z|"), Col(f"{ci_label} lower"), Col(f"{ci_label} upper")]
+    rows = [[str(lab), Num(r.estimate, 6, 4), Num(r.std_err, 6, 3), Num(r.z, 4, 3),
+             Num(r.p_value, 3, 2, p_value=True), Num(r.ci_lower, 6, 3), Num(r.ci_upper, 6, 3)]
+            for lab, r in tab.iterrows()]
+    return FitTable(cols, rows, title=title)
 
 
 def check_table(check, title: str | None = None):
-    """The closed-form identities of a :class:`ClosedFormCheck` as a rich Table."""
-    from rich.table import Table
+    """The closed-form identities of a :class:`ClosedFormCheck` as a :class:`FitTable`."""
+    from rich.text import Text
 
-    t = Table(title=title, title_justify="left", header_style="bold")
-    t.add_column("quantity")
-    t.add_column("MLE", justify="right")
-    t.add_column("closed form", justify="right")
-    t.add_column("|difference|", justify="right")
-    t.add_column("tolerance", justify="right")
-    t.add_column("tolerance rule")
-    t.add_column("agrees", justify="center")
-    for r in check.rows:
-        mark = "[green]yes[/green]" if r.agrees else "[bold red]NO[/bold red]"
-        t.add_row(esc(r.quantity), fmt(r.mle, 10), fmt(r.closed_form, 10), fmt(r.abs_diff, 2),
-                  fmt(r.tol, 2), esc(r.tol_rule), mark)
-    return t
+    cols = [Col("quantity", "text"), Col("MLE"), Col("closed form"), Col("|difference|"),
+            Col("tolerance"), Col("tolerance rule", "text"), Col("agrees", "mark")]
+    rows = [[r.quantity, Num(r.mle, 10, 6), Num(r.closed_form, 10, 6), Num(r.abs_diff, 2, 2),
+             Num(r.tol, 2, 2), r.tol_rule,
+             Text("yes", style="green") if r.agrees else Text("NO", style="bold red")]
+            for r in check.rows]
+    return FitTable(cols, rows, title=title)
 
 
 def comparison_table(cmp, title: str | None = None):
-    """MLE vs posterior per parameter (a :class:`Comparison`) as a rich Table.
+    """MLE vs posterior per parameter (a :class:`Comparison`) as a :class:`FitTable`.
 
     ESS and R-hat are summarised in the caption (lowest bulk ESS, highest R-hat).
     """
     import numpy as np
-    from rich import box
-    from rich.table import Table
+    from rich.text import Text
 
     tab = cmp.table
     pct = f"{cmp.level:.0%}"
     caption = (f"lowest bulk ESS {np.nanmin(tab['ess_bulk']):.0f}, highest R-hat "
                f"{fmt(np.nanmax(tab['r_hat']), 4)}; shift = (posterior mean − MLE)/SE")
-    t = Table(title=title, title_justify="left", caption=caption, caption_justify="left",
-              header_style="bold", box=box.SIMPLE_HEAD)
-    t.add_column("parameter", no_wrap=True)
-    for head in ("MLE", "SE", f"{pct} Wald", "mean", "sd", f"{pct} HDI", "shift", "sd/SE",
-                 "agrees"):
-        t.add_column(head, justify="right", no_wrap=True)
-    for lab, r in tab.iterrows():
-        t.add_row(esc(lab), fmt(r.mle, 4), fmt(r.std_err, 3),
-                  esc(f"[{fmt(r.wald_lower, 3)}, {fmt(r.wald_upper, 3)}]"), fmt(r["mean"], 4),
-                  fmt(r.sd, 3), esc(f"[{fmt(r.hdi_lower, 3)}, {fmt(r.hdi_upper, 3)}]"),
-                  fmt(r.shift_se, 2), fmt(r.sd_ratio, 3),
-                  "[green]yes[/green]" if r.agrees else "[yellow]no[/yellow]")
-    return t
+    cols = [Col("parameter", "label"), Col("MLE"), Col("SE"), Col(f"{pct} Wald"), Col("mean"),
+            Col("sd"), Col(f"{pct} HDI"), Col("shift"), Col("sd/SE"), Col("agrees", "mark")]
+    rows = [[str(lab), Num(r.mle, 4, 3), Num(r.std_err, 3, 2),
+             ("[", Num(r.wald_lower, 3, 2), ", ", Num(r.wald_upper, 3, 2), "]"),
+             Num(r["mean"], 4, 3), Num(r.sd, 3, 2),
+             ("[", Num(r.hdi_lower, 3, 2), ", ", Num(r.hdi_upper, 3, 2), "]"),
+             Num(r.shift_se, 2, 2), Num(r.sd_ratio, 3, 2),
+             Text("yes", style="green") if r.agrees else Text("no", style="yellow")]
+            for lab, r in tab.iterrows()]
+    return FitTable(cols, rows, title=title, caption=caption)
+
+
+def packed(items: list[str], width: int, *, lead: str = "", sep: str = ", ") -> str:
+    """``items`` joined by ``sep`` into lines of at most ``width`` cells, never splitting one.
+
+    For ``key value`` pairs on screen: a line break falls only between pairs.
+    """
+    from rich.cells import cell_len
+
+    lines, line = [], lead
+    for k, item in enumerate(items):
+        piece = item + (sep.rstrip() if k < len(items) - 1 else "")
+        cand = f"{line} {piece}" if line.strip() else line + piece
+        if cell_len(cand) <= width or not line.strip():
+            line = cand
+        else:
+            lines.append(line)
+            line = "  " + piece
+    lines.append(line)
+    return "\n".join(lines)
+
+
+def frame_table(frame, title: str | None = None, *, digits: int = 4, index_name: str = ""):
+    """A DataFrame of numbers (index: labels) as a :class:`FitTable`, ``digits`` significant."""
+    cols = [Col(index_name or str(frame.index.name or ""), "label")]
+    cols += [Col(str(c)) for c in frame.columns]
+    rows = [[str(lab), *(Num(v, digits, min(3, digits)) for v in r)]
+            for lab, r in zip(frame.index, frame.itertuples(index=False), strict=True)]
+    return FitTable(cols, rows, title=title)

@@ -68,18 +68,56 @@ def run(args) -> int:
         json.dump(doc, sys.stdout, allow_nan=False)
         sys.stdout.write("\n")
         return status
-    out = [f"model {result.model_name!r}: n = {result.n_obs}, {result.n_params} parameters, "
-           f"method {result.method}, converged = {result.converged}, "
-           f"log-likelihood = {result.loglik:.10g}"]
-    out += [f"WARNING: {w}" for w in result.warnings]
-    out += ["", str(check)]
+    _print_check(result, check, under, cmp, status)
+    return status
+
+
+def _print_check(result, check, under, cmp, status) -> None:
+    """The check as width-aware text on stdout (every number whole, see cli/_table.py)."""
+    from rich.text import Text
+
+    from mle_ppl._src.cli import _ui
+    from mle_ppl._src.cli._table import Col, FitTable, Num
+
+    con = _ui.stdout_console()
+    con.print(_ui.packed([f"n = {result.n_obs},", f"{result.n_params} parameters,",
+                          f"method {result.method},", f"converged = {result.converged},",
+                          f"log-likelihood = {result.loglik:.10g}"], con.width, sep=" ",
+                         lead=f"model {result.model_name!r}:"), markup=False, soft_wrap=True)
+    for w in result.warnings:
+        con.print(f"WARNING: {w}", markup=False)
+    con.print()
+    if not check.applies:
+        con.print(f"Closed-form check: no closed form applies: {check.reason}", markup=False)
+    else:
+        verdict = "all identities agree" if check.agrees else "DISAGREEMENT"
+        con.print(f"Closed-form check ({check.kind}: {check.family}, {check.link} link): "
+                  f"{verdict}", markup=False)
+        con.print(check.reason, markup=False)
+        con.print(f"reference: {check.reference}", markup=False)
+        con.print(_ui.check_table(check))
+        if check.extras:
+            con.print(FitTable([Col("closed-form quantity", "text"), Col("value")],
+                               [[k, Num(v, 10, 6)] for k, v in check.extras.items()]))
+        for n in check.notes:
+            con.print(f"Note: {n}", markup=False)
     if under is not None:
-        out += ["", "Likelihood as a product vs log-likelihood", str(under)]
+        con.print()
+        con.print("Likelihood as a product vs log-likelihood", markup=False)
+        con.print(str(under), markup=False)
     if cmp is not None:
-        out += ["", str(cmp)]
+        tab = cmp.table()
+        con.print()
+        cols = [Col("method", "label"), Col("converged", "mark"), Col("iterations"),
+                Col("n_evals"), Col("loglik"), Col("max_dev_se"), Col("time_s")]
+        rows = [[str(m), Text(str(bool(r.converged))), str(r.iterations), str(r.n_evals),
+                 Num(r.loglik, 10, 6), Num(r.max_dev_se, 3, 2), Num(r.time_s, 3, 2)]
+                for m, r in tab.iterrows()]
+        con.print(FitTable(cols, rows, title="Optimizers on the same negative log-likelihood "
+                                             "(max_dev_se: largest |θ − θ_newton| in standard "
+                                             "errors)"))
     if status:
         why = ("the fit is not trustworthy (see warnings)" if not result.trustworthy
                else "an identity disagrees with the closed form")
-        out += ["", f"check failed: {why}"]
-    print("\n".join(out))
-    return status
+        con.print()
+        con.print(f"check failed: {why}", markup=False)

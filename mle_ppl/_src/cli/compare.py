@@ -81,8 +81,32 @@ def run(args) -> int:
         json.dump(doc, sys.stdout, allow_nan=False)
         sys.stdout.write("\n")
         return status
-    out = str(cmp)
-    out += "".join(f"\nMLE WARNING: {w}" for w in result.warnings)
-    out += "".join(f"\nsaved: {p}" for p in plots)
-    print(out)
+    _print_comparison(cmp, result, plots, tree["posterior"].attrs.get("mle_ppl_init"))
     return status
+
+
+def _print_comparison(cmp, result, plots, init) -> None:
+    """The comparison as width-aware text on stdout (every number whole, see cli/_table.py)."""
+    from mle_ppl._src.cli import _ui
+
+    con = _ui.stdout_console()
+    pct = f"{cmp.level:.0%}"
+    con.print(f"MLE vs posterior: {cmp.model_name} ({pct} Wald interval vs {pct} HDI)",
+              markup=False)
+    con.print("priors: " + ", ".join(f"{k} ~ {v}" for k, v in cmp.priors.items()),
+              markup=False)
+    if init:
+        con.print(f"init: {init}", markup=False)
+    con.print()
+    con.print(_ui.comparison_table(cmp))
+    con.print()
+    con.print(_ui.packed([f"{k} {v}" for k, v in cmp._model_rows()], con.width,
+                         lead="model:"), markup=False, soft_wrap=True)
+    for n in cmp.notes:
+        con.print(f"Note: {n}", markup=False)
+    for w in cmp.warnings:
+        con.print(f"WARNING: {w}", markup=False)
+    for w in result.warnings:
+        con.print(f"MLE WARNING: {w}", markup=False)
+    for p in plots:
+        con.print(f"saved: {p}", markup=False)

@@ -200,19 +200,22 @@ def run(args) -> int:
 
 
 def _summary_table(doc):
-    from rich.table import Table
+    from rich.text import Text
 
-    t = Table(header_style="bold")
-    for head in ("model", "n", "params", "log-likelihood", "trustworthy", "closed form"):
-        t.add_column(head, justify="left" if head == "model" else "right")
+    from mle_ppl._src.cli._table import Col, FitTable, Num
+
+    cols = [Col("model", "label"), Col("n"), Col("params"), Col("log-likelihood"),
+            Col("trustworthy", "mark"), Col("closed form", "mark")]
+    rows = []
     for name, d in doc["models"].items():
         cf = d.get("closed_form", {})
-        cf_txt = ("—  (none applies)" if not cf.get("applies") else
-                  "[green]holds[/green]" if cf.get("agrees") else "[bold red]FAILS[/bold red]")
+        cf_txt = (Text("none applies") if not cf.get("applies") else
+                  Text("holds", style="green") if cf.get("agrees") else
+                  Text("FAILS", style="bold red"))
         ok = d["converged"] and not d["warnings"]
-        t.add_row(name, str(d["n_obs"]), str(d["n_params"]), f"{d['loglik']:.10g}",
-                  "[green]yes[/green]" if ok else "[bold red]no[/bold red]", cf_txt)
-    return t
+        rows.append([name, str(d["n_obs"]), str(d["n_params"]), Num(d["loglik"], 10, 6),
+                     Text("yes", style="green") if ok else Text("no", style="bold red"), cf_txt])
+    return FitTable(cols, rows)
 
 
 def _bayes(args, con, out, doc, show) -> list[str]:

@@ -142,25 +142,60 @@ def run(args) -> int:
             head.append(f"{spec.name}: {spec.description}")
         if out is not None:
             head.append(f"DataTree written to {args.out}")
-        body = str(result)
-        if args.cov != "nonrobust" or args.ci != "wald":
-            body += "\n\n" + _inference_table(result, **doc_kw)
-        text = "\n".join([*head, body])
+        text = _fit_renderables(result, head, **doc_kw)
     elif args.cov != "nonrobust":
         result.table(cov_type=args.cov, groups=args.cluster)  # its errors are exit 2 too
     if out is not None:
         write_datatree(result.to_datatree(), out, shown=args.out)
-    if text is not None:
+    if isinstance(text, str):
         sys.stdout.write(text + "\n")
+    elif text is not None:
+        _print_renderables(text)
     return status
 
 
-def _inference_table(result, *, ci: str, cov_type: str, groups) -> str:
-    """The table with the requested covariance and intervals (--cov, --ci) as text."""
-    import pandas as pd
+def _fit_renderables(result, head: list[str], *, ci: str, cov_type: str, groups) -> list:
+    """The fit as screen items: header lines, one labelled table (the requested SEs and CIs).
 
+    Computed in full (profile intervals included) before anything is printed or written.
+    """
+    from rich.text import Text
+
+    from mle_ppl._src.cli import _ui
+
+    items: list = [Text(line) for line in head]
+    items.append(lambda width: Text(_ui.packed([f"{k} {v}" for k, v in result._header()],
+                                               width, lead="Maximum-likelihood fit:")))
+    tab, title = _inference_table(result, ci=ci, cov_type=cov_type, groups=groups)
+    ci_label = "95% profile" if ci == "profile" else "95% Wald"
+    items += [Text(""), _ui.fit_table(result, title=title, tab=tab, ci_label=ci_label)]
+    items += [Text(f"WARNING: {w}") for w in result.warnings]
+    items += [Text(f"Note: {n}") for n in result.notes]
+    return items
+
+
+def _print_renderables(items) -> None:
+    """Print :func:`_fit_renderables` on stdout at the terminal's width (or PIPE_WIDTH)."""
+    from mle_ppl._src.cli import _ui
+
+    con = _ui.stdout_console()
+    for item in items:
+        if callable(item):
+            con.print(item(con.width), soft_wrap=True)
+        else:
+            con.print(item)
+
+
+#: What ``--cov`` puts behind the standard errors, for the table's title.
+COV_WORDS = {"nonrobust": "inverse observed information", "HC0": "sandwich HC0",
+             "HC1": "sandwich HC1", "cluster": "cluster-robust sandwich"}
+
+
+def _inference_table(result, *, ci: str, cov_type: str, groups):
+    """The table with the requested covariance and intervals (--cov, --ci), and its title."""
     tab = result.table(cov_type=cov_type, groups=groups)
-    title = f"std_err: {cov_type}"
+    where = f" by {groups}" if cov_type == "cluster" else ""
+    title = f"Estimates; std. error: {COV_WORDS[cov_type]}{where}"
     if ci == "profile":
         pci = result.conf_int(method="profile")
         tab["ci_lower"], tab["ci_upper"] = pci["lower"], pci["upper"]
@@ -169,5 +204,4 @@ def _inference_table(result, *, ci: str, cov_type: str, groups) -> str:
             f" (open, not reached: {', '.join(opened)})" if opened else "")
     else:
         title += "; 95% Wald intervals"
-    with pd.option_context("display.float_format", "{:.6g}".format, "display.width", 120):
-        return f"{title}\n{tab.to_string()}"
+    return tab, title

@@ -123,8 +123,14 @@ def save_tree(tree, out: str) -> Path:
     return path
 
 
+#: HDI bounds are named as in ``mle-ppl compare`` and :attr:`Comparison.table` (the level is
+#: given separately), not arviz-stats' ``hdi95_lb``/``hdi95_ub``.
+HDI_NAMES = {"lb": "hdi_lower", "ub": "hdi_upper"}
+
+
 def summary_table(tree, level: float = 0.95):
-    """Mean, sd, HDI, ESS and R-hat per parameter label (arviz-stats)."""
+    """Mean, sd, HDI (``hdi_lower``/``hdi_upper``), ESS and R-hat per label (arviz-stats)."""
+    import re
     import warnings
 
     import arviz_stats
@@ -132,8 +138,10 @@ def summary_table(tree, level: float = 0.95):
     names = [k for k in tree["posterior"].data_vars]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return arviz_stats.summary(tree, var_names=names, ci_prob=level, ci_kind="hdi",
-                                   round_to="none")
+        tab = arviz_stats.summary(tree, var_names=names, ci_prob=level, ci_kind="hdi",
+                                  round_to="none")
+    return tab.rename(columns=lambda c: re.sub(r"^hdi\d*_(lb|ub)$",
+                                               lambda m: HDI_NAMES[m.group(1)], str(c)))
 
 
 def run(args) -> int:
@@ -151,7 +159,8 @@ def run(args) -> int:
     if args.json:
         params = {str(lab): {str(c): _num(v) for c, v in row.items()}
                   for lab, row in table.iterrows()}
-        doc = {"model": attrs.get("mle_ppl_model"), "draws": int(tree["posterior"].sizes["draw"]),
+        doc = {"model": attrs.get("mle_ppl_model"), "level": 0.95,
+               "draws": int(tree["posterior"].sizes["draw"]),
                "chains": int(tree["posterior"].sizes["chain"]), "priors": priors,
                "init": attrs.get("mle_ppl_init"), "parameters": params, "warnings": problems,
                "notes": notes,
@@ -162,15 +171,21 @@ def run(args) -> int:
         sys.stdout.write(text + "\n")
         return status
     out = save_tree(tree, args.out) if args.out else None
-    import pandas as pd
+    from mle_ppl._src.cli import _ui
 
-    lines = [f"NUTS posterior of {attrs.get('mle_ppl_model')!r}: "
-             f"{tree['posterior'].sizes['chain']} chains × {tree['posterior'].sizes['draw']} "
-             "draws", "priors: " + ", ".join(f"{k} ~ {v}" for k, v in priors.items()), ""]
-    with pd.option_context("display.float_format", "{:.4g}".format, "display.width", 200):
-        lines.append(table.to_string())
-    lines += [f"WARNING: {p}" for p in problems] + [f"Note: {n}" for n in notes]
+    con = _ui.stdout_console()
+    con.print(f"NUTS posterior of {attrs.get('mle_ppl_model')!r}: "
+              f"{tree['posterior'].sizes['chain']} chains × {tree['posterior'].sizes['draw']} "
+              "draws", markup=False)
+    con.print("priors: " + ", ".join(f"{k} ~ {v}" for k, v in priors.items()), markup=False)
+    if attrs.get("mle_ppl_init"):
+        con.print(f"init: {attrs['mle_ppl_init']}", markup=False)
+    con.print()
+    con.print(_ui.frame_table(table, index_name="parameter"))
+    for p in problems:
+        con.print(f"WARNING: {p}", markup=False)
+    for n in notes:
+        con.print(f"Note: {n}", markup=False)
     if out:
-        lines.append(f"saved: {out}")
-    print("\n".join(lines))
+        con.print(f"saved: {out}", markup=False)
     return status
