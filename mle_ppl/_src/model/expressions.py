@@ -6,7 +6,8 @@ only builds a syntax tree, it runs nothing) and every node is checked against a 
 - numbers (``int`` up to 2**53, finite ``float``; constant arithmetic such as ``10**10**10``
   must stay a finite float, see :mod:`~mle_ppl._src.model.literals`), data and parameter names;
 - ``+ - * / ** @``, unary ``-``/``+``, parentheses;
-- calls of the functions in :data:`FUNCTIONS` (positional arguments only);
+- calls of the functions in :data:`FUNCTIONS` (positional arguments only), and the constants in
+  :data:`CONSTANTS` (``pi``);
 - indexing ``a[i]`` by an integer, a slice of integers, or a data name (``alpha[group]``).
 
 Anything else (attributes, lambdas, comprehensions, strings, keywords, comparisons, ...) is a
@@ -78,14 +79,24 @@ FUNCTIONS: dict[str, Function] = {
     "log_softmax": Function(_log_softmax, (1, 1), "log of softmax over the last axis"),
     "sin": Function(pt.sin, (1, 1), "sine"),
     "cos": Function(pt.cos, (1, 1), "cosine"),
+    "tan": Function(pt.tan, (1, 1), "tangent"),
+    "arcsin": Function(pt.arcsin, (1, 1), "inverse sine"),
+    "arccos": Function(pt.arccos, (1, 1), "inverse cosine"),
+    "arctan": Function(pt.arctan, (1, 1), "inverse tangent"),
+    "sinh": Function(pt.sinh, (1, 1), "hyperbolic sine"),
+    "cosh": Function(pt.cosh, (1, 1), "hyperbolic cosine"),
     "tanh": Function(pt.tanh, (1, 1), "hyperbolic tangent"),
     "erf": Function(pt.erf, (1, 1), "error function"),
+    "erfc": Function(pt.erfc, (1, 1), "complementary error function 1 - erf(x)"),
     "sum": Function(pt.sum, (1, 2), "sum (of all elements, or along an integer axis)", True),
     "mean": Function(pt.mean, (1, 2), "mean (of all elements, or along an integer axis)", True),
     "minimum": Function(pt.minimum, (2, 2), "elementwise minimum"),
     "maximum": Function(pt.maximum, (2, 2), "elementwise maximum"),
     "dot": Function(pt.dot, (2, 2), "matrix product (same as @)"),
 }
+
+#: Named constants usable in expressions (a data or parameter of the same name takes precedence).
+CONSTANTS: dict[str, float] = {"pi": math.pi}
 
 _BINOPS: dict[type, Callable] = {
     ast.Add: lambda a, b: a + b,
@@ -251,6 +262,8 @@ def parse_expression(text: str, *, known: Mapping[str, str] | None = None,
     for node in ast.walk(tree):
         if isinstance(node, ast.Name) and id(node) not in called:
             names.add(node.id)
+    # a constant (pi) is a name of the expression only when the file declares it itself
+    names -= {c for c in CONSTANTS if known is None or c not in normalize_keys(known)}
     if known is not None:
         known = normalize_keys(known)  # as Python does: µ (micro sign) is μ
         for name in sorted(names):
@@ -320,6 +333,8 @@ class _Builder(ast.NodeVisitor):
         return f
 
     def visit_Name(self, node):
+        if node.id not in self.env and node.id in CONSTANTS:
+            return CONSTANTS[node.id]
         if node.id not in self.env:
             known = [k for k in self.env]
             raise _fail(self.where, f"unknown name {node.id!r}; known names are {sorted(known)}."
