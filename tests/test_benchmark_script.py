@@ -39,3 +39,17 @@ def test_quick_benchmark_runs(tmp_path):
             # differences only from the optimum's last digits (measured <= 1e-9)
             assert row["se_diff"] <= 1e-7, row
     assert data["cold"]["import mle_ppl"]["median"] > 0
+
+
+def test_nonlinear_benchmark_table_from_saved_run():
+    # the saved run behind the README table: re-printed by the script, and its claims hold
+    script = SCRIPT.with_name("bench_nonlinear.py")
+    saved = SCRIPT.with_name("results_nonlinear_2026-11-30.json")
+    proc = subprocess.run([sys.executable, str(script), "--from-json", str(saved)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| mle-ppl | 19 | 19 | 0 | 4 |" in proc.stdout
+    rows = json.loads(saved.read_text())["rows"]
+    mine = [r for r in rows if r["tool"] == "mle-ppl"]
+    assert len(mine) == 23
+    assert all(r["digits"] >= 8 for r in mine if r["converged"])  # never converged and wrong
