@@ -287,3 +287,46 @@ def test_local_cluster_survives_a_killed_worker(data, cluster, monkeypatch):
     fit = mle_ppl.fit(root / "lg.toml", data=ddf)
     assert killed
     _same(fit, mem)  # Dask recomputed the lost partitions from their lineage
+
+
+# ------------------------------------------------------------------------------ CLI
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "mle_ppl", *args], capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_cli_chunk_rows_json_and_progress(data):
+    import json
+
+    root, df = data
+    mem = mle_ppl.fit(root / "pois.toml", data=df)
+    r = _cli("fit", str(root / "pois.toml"), "--data", str(root / "pq" / "*.parquet"),
+             "--chunk-rows", "400", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["data_source"] == {"kind": "streamed", "source": str(root / "pq" / "*.parquet"),
+                                  "files": 3, "rows": 3000, "chunk_rows": 400, "chunks": 8}
+    est = np.array([doc["parameters"][lab]["estimate"] for lab in mem.labels])
+    assert np.max(np.abs(est - mem.estimates.to_numpy()) / mem.std_errors.to_numpy()) < 1e-8
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("iter ")]
+    assert lines and all("rows/s" in ln and ln.rstrip().endswith(" s") for ln in lines)
+    assert "closed-form checks read the data in memory" in doc["closed_form"]["reason"]
+    bad = _cli("fit", str(root / "pois.toml"), "--data", str(root / "pq"), "--chunk-rows", "0")
+    assert bad.returncode == 2 and "positive integer" in bad.stderr
+
+
+@pytest.mark.slow
+def test_cli_scheduler(data, cluster):
+    import json
+
+    root, df = data
+    mem = mle_ppl.fit(root / "lg.toml", data=df)
+    r = _cli("fit", str(root / "lg.toml"), "--data", str(root / "pq"), "--scheduler",
+             cluster.scheduler.address, "--json", "--quiet")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["data_source"]["kind"] == "dask"
+    assert doc["data_source"]["scheduler"] == cluster.scheduler.address
+    assert doc["data_source"]["rows"] == 3000
+    est = np.array([doc["parameters"][lab]["estimate"] for lab in mem.labels])
+    assert np.max(np.abs(est - mem.estimates.to_numpy()) / mem.std_errors.to_numpy()) < 1e-8

@@ -155,7 +155,8 @@ class MLEFit(Estimate):
                "aic": _num(self.aic), "bic": _num(self.bic), "ci_method": ci,
                "cov_type": cov_type, "parameters": params,
                "diagnostics": self.diagnostics(), "warnings": list(self.warnings),
-               "notes": list(self.notes), "closed_form": self._closed_form_dict()}
+               "notes": list(self.notes), "closed_form": self._closed_form_dict(),
+               "data_source": dict(self.source.reading)}
         if self.multistart is not None:
             out["multistart"] = self.multistart.to_dict()
         return out

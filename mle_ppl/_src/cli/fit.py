@@ -18,6 +18,8 @@ EXAMPLES = """\
   mle-ppl fit poisson_exposure --ci profile --json  # profile-likelihood intervals
   mle-ppl fit model.toml --data d.csv --cov cluster --cluster firm   # cluster-robust errors
   mle-ppl fit exponential_decay --starts 20 --seed 1   # multi-start: do the optima agree?
+  mle-ppl fit model.toml --data 'big/*.parquet' --chunk-rows 1000000   # streamed, out of core
+  mle-ppl fit model.toml --data 'big/*.parquet' --scheduler tcp://host:8786  # on a Dask cluster
 
 exit status: 0 fitted; 1 fitted but not trustworthy (not converged, non-identifiable,
 separation, boundary: the output says why); 2 bad input (message on stderr, nothing on stdout).
@@ -52,6 +54,15 @@ def add_arguments(parser) -> None:
                         help="optimizer starts (1 + K-1 jittered); reports whether they agree")
     parser.add_argument("--seed", type=seed, default=None,
                         help="random seed of the jittered starts (0 to 2**32 - 1)")
+    parser.add_argument("--chunk-rows", type=positive_int, default=None, metavar="N",
+                        help="stream Parquet --data (a file, a quoted glob or a directory) in "
+                             "chunks of N rows: memory bounded by a chunk")
+    parser.add_argument("--memory-budget", default=None, metavar="SIZE",
+                        help="Parquet data needing more memory than SIZE (e.g. 4G; default "
+                             "$MLE_PPL_MEMORY_BUDGET or 2G) are streamed automatically")
+    parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                        help="fit on a running Dask scheduler (tcp://host:8786); --data is read "
+                             "with dask.dataframe (needs pip install 'mle-ppl[dask]')")
     parser.add_argument("--quiet", action="store_true",
                         help="print nothing but the JSON document (with --json); the exit "
                              "status tells the outcome")
@@ -124,11 +135,19 @@ def run(args) -> int:
                        "column of the data with --cluster.")
     from mle_ppl._src.cli._ui import progress_enabled
 
-    result = fit(args.model, args.data, method=args.method, max_iter=args.max_iter, warn=False,
-                 starts=args.starts, random_seed=args.seed,
-                 progress=progress_enabled(args.quiet))  # on stderr, only on a terminal
-    if args.cluster is not None:
-        _check_cluster(result, args.cluster)
+    chunked = args.chunk_rows is not None or args.scheduler is not None
+    with _scheduler(args) as data:
+        # progress on stderr: on a terminal; for chunked data a line per iteration always
+        result = fit(args.model, data, method=args.method, max_iter=args.max_iter, warn=False,
+                     starts=args.starts, random_seed=args.seed, chunk_rows=args.chunk_rows,
+                     memory_budget=args.memory_budget,
+                     progress=progress_enabled(args.quiet) or (chunked and not args.quiet))
+        if args.cluster is not None and result.data is not None:
+            _check_cluster(result, args.cluster)
+        return _report(args, result, out)
+
+
+def _report(args, result, out) -> int:
     doc_kw = {"ci": args.ci, "cov_type": args.cov, "groups": args.cluster}
     status = 0 if result.trustworthy else 1
     # everything printed is computed before anything is written: an error here leaves no file
@@ -142,6 +161,14 @@ def run(args) -> int:
             head.append(f"{spec.name}: {spec.description}")
         if out is not None:
             head.append(f"DataTree written to {args.out}")
+        reading = result.source.reading
+        if reading.get("kind") == "streamed":
+            head.append(f"data: {reading['rows']:,} rows streamed from {reading['files']} "
+                        f"Parquet file(s) in {reading['chunks']} chunks of at most "
+                        f"{reading['chunk_rows']:,} rows")
+        elif reading.get("kind") == "dask":
+            head.append(f"data: {reading['rows']:,} rows in {reading['partitions']} Dask "
+                        f"partitions, scheduler {reading['scheduler']}")
         text = _fit_renderables(result, head, **doc_kw)
     elif args.cov != "nonrobust":
         result.table(cov_type=args.cov, groups=args.cluster)  # its errors are exit 2 too
@@ -152,6 +179,50 @@ def run(args) -> int:
     elif text is not None:
         _print_renderables(text)
     return status
+
+
+class _scheduler:
+    """``--scheduler ADDRESS``: a ``distributed.Client`` for the fit, and ``--data`` as a Dask
+    DataFrame (closed afterwards); without it, ``--data`` as given."""
+
+    def __init__(self, args):
+        self.args = args
+        self.client = None
+
+    def __enter__(self):
+        from mle_ppl._src.errors import MLEError
+
+        args = self.args
+        if args.scheduler is None:
+            return args.data
+        if args.chunk_rows is not None:
+            raise MLEError("--scheduler and --chunk-rows exclude each other: on a cluster the "
+                           "Dask partitions are the chunks.")
+        if args.data is None:
+            raise MLEError("--scheduler needs --data: the Parquet or CSV files (a quoted glob "
+                           "or a directory) that the workers read.")
+        try:
+            import dask.dataframe as dd
+            from distributed import Client
+        except ImportError:
+            raise MLEError("--scheduler needs Dask: pip install 'mle-ppl[dask]'.") from None
+        try:
+            self.client = Client(args.scheduler, timeout="20s")
+        except (OSError, ValueError, TypeError) as err:
+            raise MLEError(f"--scheduler {args.scheduler!r}: cannot connect: "
+                           f"{str(err).splitlines()[0] if str(err) else type(err).__name__}"
+                           ) from None
+        from mle_ppl._src.model.chunks import parquet_files
+
+        path = str(args.data)
+        if path.lower().endswith(".csv"):
+            return dd.read_csv(path)
+        return dd.read_parquet([str(f) for f in parquet_files(path)])
+
+    def __exit__(self, *exc):
+        if self.client is not None:
+            self.client.close()
+        return False
 
 
 def _fit_renderables(result, head: list[str], *, ci: str, cov_type: str, groups) -> list:

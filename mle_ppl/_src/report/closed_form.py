@@ -89,6 +89,10 @@ def closed_form_check(fit: Estimate, *, se_tol: float = SE_TOL,
 
 def _compute(fit: Estimate, *, se_tol: float, loglik_tol: float) -> ClosedFormCheck:
     lik = fit.likelihood
+    if not getattr(lik, "rows_in_memory", True):
+        return ClosedFormCheck(applies=False, reason=(
+            "the closed-form checks read the data in memory; this fit read them in chunks "
+            f"({lik.data_source.get('kind')}), so no check was made."))
     current = -lik.value(np.asarray(fit.x))
     if not math.isclose(current, fit.loglik, rel_tol=1e-9, abs_tol=1e-9):
         raise MLEError(
