@@ -159,6 +159,8 @@ class MLEFit(Estimate):
                "data_source": dict(self.source.reading)}
         if self.multistart is not None:
             out["multistart"] = self.multistart.to_dict()
+        if self.random_effects is not None:
+            out["random_effects"] = self.random_effects.to_dict()
         return out
 
     def _closed_form_dict(self) -> dict[str, Any]:

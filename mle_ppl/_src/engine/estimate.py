@@ -94,6 +94,9 @@ class Estimate:
     source: DataSource = field(default_factory=DataSource, repr=False)
     #: :class:`~mle_ppl._src.engine.multistart.MultiStartReport` when fitted with ``starts > 1``
     multistart: Any = field(default=None, repr=False)
+    #: :class:`~mle_ppl._src.engine.re_report.RandomEffects` of a mixed model (modes, SDs,
+    #: variance parameters, boundary), None without random effects
+    random_effects: Any = field(default=None, repr=False)
 
     @classmethod
     def from_estimate(cls, est: Estimate, **changes):

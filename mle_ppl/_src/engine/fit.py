@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from os import PathLike
 from typing import Any
 
@@ -115,6 +115,7 @@ def estimate(
     random_seed=None,
     chunk_rows: int | None = None,
     memory_budget: int | str | None = None,
+    random: Sequence[str] | None = None,
 ) -> Estimate:
     """Maximum-likelihood fit of a PyMC model with flat priors (the MAP point under flat priors).
 
@@ -161,6 +162,10 @@ def estimate(
     memory_budget : int or str, optional
         Parquet data whose in-memory fit would need more than this (bytes, or ``"4G"``) are
         streamed without ``chunk_rows`` (default ``$MLE_PPL_MEMORY_BUDGET`` or 2 GiB).
+    random : list of str, optional
+        Names of the random effects to integrate out (Laplace approximation; see the README,
+        "Random effects"). Default: detected (a free variable with a proper distribution whose
+        parameters depend on free parameters); ``[]`` turns random effects off.
 
     Returns
     -------
@@ -189,15 +194,16 @@ def estimate(
         return _fit(pm_model, name, table, spec, optimizer, how=how, method=method,
                     likelihood_only=likelihood_only, start=start, tol=tol, max_iter=max_iter,
                     learning_rate=learning_rate, progress=progress, mode=mode, warn=warn,
-                    starts=starts, random_seed=random_seed)
+                    starts=starts, random_seed=random_seed, random=random)
 
 
 def _fit(pm_model, name, table, spec, optimizer, *, how=None, method, likelihood_only, start,
-         tol, max_iter, learning_rate, progress, mode, warn, starts, random_seed) -> Estimate:
+         tol, max_iter, learning_rate, progress, mode, warn, starts, random_seed,
+         random=None) -> Estimate:
     if pm_model is not None:
         check_model_data(pm_model)
     lik = objective_for(pm_model, likelihood_only=likelihood_only, mode=mode, how=how,
-                        progress=progress)
+                        progress=progress, random=random)
     pm_model = lik.model
     x0 = lik.x0()
     if start:
@@ -231,8 +237,12 @@ def _fit(pm_model, name, table, spec, optimizer, *, how=None, method, likelihood
                                      progress=cb, **kwargs)
         else:
             res: OptimResult = optimizer(lik, x0, progress=cb, **kwargs)
+    settle = getattr(lik, "settle_boundary", None)  # variance components at 0 (mixed models)
+    fixed = ()
+    if settle is not None and res.converged:
+        res, fixed = settle(res, optimizer, kwargs)
     out = _assemble(lik, res, name=name, table=table, spec=spec, t0=t0, warn=warn,
-                    method=method, coords=dict(pm_model.coords))
+                    method=method, coords=dict(pm_model.coords), fixed=fixed)
     if report is not None:
         from mle_ppl._src.engine.multistart import attach
 
@@ -241,14 +251,17 @@ def _fit(pm_model, name, table, spec, optimizer, *, how=None, method, likelihood
 
 
 def objective_for(pm_model: pm.Model | None, *, likelihood_only: bool, mode: str, how=None,
-                  progress: bool = False) -> Objective:
+                  progress: bool = False,
+                  random: Sequence[str] | None = None) -> Objective:
     """The objective that ``fit`` maximises for ``pm_model``: the one place that chooses an
     implementation of :class:`~mle_ppl._src.engine.objective.Objective`.
 
     The in-memory compiled likelihood (cached per model and options, so refits after
     ``pm.set_data`` do not recompile); for data read in chunks (``how``: a
     :class:`~mle_ppl._src.engine.chunked.Plan`) the same compiled pieces summed over Parquet
-    chunks or Dask partitions.
+    chunks or Dask partitions. A model with random effects
+    (:func:`~mle_ppl._src.engine.random_effects.classify`) gets the Laplace-marginal objective
+    (:mod:`~mle_ppl._src.engine.laplace`).
     """
     if how is not None and how.kind == "streamed":
         from mle_ppl._src.engine.chunked import streamed_objective
@@ -259,6 +272,17 @@ def objective_for(pm_model: pm.Model | None, *, likelihood_only: bool, mode: str
         from mle_ppl._src.engine.distributed import dask_objective
 
         return dask_objective(how.spec, how.data, likelihood_only=likelihood_only, mode=mode)
+    from mle_ppl._src.engine.likelihood import check_structure
+    from mle_ppl._src.engine.random_effects import classify, refuse_priors
+
+    check_structure(pm_model)
+    roles = classify(pm_model, random=random, likelihood_only=likelihood_only)
+    if not likelihood_only:
+        refuse_priors(roles, pm_model, likelihood_only=False)  # priors: refused by name
+    if roles.random:
+        from mle_ppl._src.engine.laplace import laplace_for
+
+        return laplace_for(pm_model, roles, likelihood_only=likelihood_only, mode=mode)
     return likelihood_for(pm_model, likelihood_only=likelihood_only, mode=mode)
 
 
@@ -277,37 +301,66 @@ def _finite_start(lik: Objective, x0: np.ndarray) -> np.ndarray:
 
 
 def _assemble(lik: Objective, res: OptimResult, *, name, table, spec, t0, warn, method,
-              coords) -> Estimate:
+              coords, fixed=()) -> Estimate:
     x = res.x
     H = res.hessian if res.hessian is not None else lik.hessian(x)
     values, J = lik.constrained_and_jacobian(x)
     n_obs = lik.count_obs(x)
     loglik = -float(res.fun)
-    diag = diagnose(x=x, grad_u=res.grad, hessian_u=H, jacobian=J, labels=lik.labels,
-                    converged=res.converged, optimizer_message=res.message, bounded=lik.bounded,
-                    runaway=res.runaway, pointwise=(
+    # coordinates held on their boundary (a variance component at 0): diagnosed without them
+    keep = np.array([i for i in range(lik.n_params) if i not in fixed], dtype=int)
+    sub = np.ix_(keep, keep)
+    diag = diagnose(x=x[keep], grad_u=res.grad[keep], hessian_u=H[sub], jacobian=J[sub],
+                    labels=tuple(lik.labels[i] for i in keep),
+                    converged=res.converged, optimizer_message=res.message,
+                    bounded=lik.bounded[keep], runaway=tuple(
+                        int(np.flatnonzero(keep == i)[0]) for i in res.runaway if i in keep),
+                    pointwise=(
                         (lambda: lik.perfect_counts(x)) if hasattr(lik, "perfect_counts")
                         else (lambda: lik.pointwise(x))),
                     discrete_outcome=lik.discrete_outcome, n_obs=n_obs,
                     loglik=loglik)
+    inner = getattr(lik, "warn_inner", None)  # mixed models: the inner Newton's failures
+    found = list(diag.warnings) + (inner(x, res.converged) if inner is not None else [])
     if warn:
-        for cat, msg in diag.warnings:
+        for cat, msg in found:
             warnings.warn(msg, cat, stacklevel=3)
     theta = (np.concatenate([np.asarray(values[b.name], dtype=float).ravel() for b in lik.blocks])
              if lik.blocks else np.zeros(0))
+    cov, cov_u = diag.cov, diag.cov_unconstrained
+    notes = lik.notes
+    if len(fixed):
+        p = lik.n_params
+        cov, cov_u = np.full((p, p), np.nan), np.full((p, p), np.nan)
+        cov[sub], cov_u[sub] = diag.cov, diag.cov_unconstrained
+        for i in fixed:
+            b = next(b for b in lik.blocks if b.start <= i < b.start + b.size)
+            theta[i] = b.lower
+            flat_vals = np.array(values[b.name], dtype=float)
+            flat_vals.reshape(-1)[i - b.start] = b.lower
+            values[b.name] = flat_vals
+        names = ", ".join(lik.labels[i] for i in fixed)
+        notes = notes + (
+            f"boundary (singular) fit: {names} = 0 maximises the marginal likelihood (a "
+            "legitimate maximum on the boundary, as lme4 reports it). Its standard error is "
+            "NaN (the Wald approximation does not apply at a boundary; use "
+            "conf_int(method='profile') for a one-sided interval); the other estimates and "
+            "standard errors are those of the model with it at 0.",)
+    re_report = getattr(lik, "random_effects_report", None)
     convergence = Convergence(
         converged=res.converged, message=res.message, iterations=res.iterations,
         n_evals=res.n_evals, grad_norm=diag.grad_norm, hessian_min_eig=diag.hessian_min_eig,
         hessian_cond=diag.hessian_cond, history=res.history, fit_time=time.perf_counter() - t0)
     return Estimate(
         model_name=name, labels=lik.labels, theta=theta, x=x,
-        cov_array=diag.cov, cov_unconstrained=diag.cov_unconstrained, loglik=loglik,
+        cov_array=cov, cov_unconstrained=cov_u, loglik=loglik,
         n_obs=n_obs, method=method, values=values, convergence=convergence,
-        warnings=tuple(m for _, m in diag.warnings), notes=lik.notes, likelihood=lik,
+        warnings=tuple(m for _, m in found), notes=notes, likelihood=lik,
         source=DataSource(table=table, spec=spec, snapshot=lik.snapshot(), coords=coords,
                           reading=getattr(lik, "data_source", None) or {
                               "kind": "in-memory",
-                              "rows": int(table.shape[0]) if table is not None else n_obs}))
+                              "rows": int(table.shape[0]) if table is not None else n_obs}),
+        random_effects=None if re_report is None else re_report(x, cov_u, tuple(fixed)))
 
 
 class _progress:

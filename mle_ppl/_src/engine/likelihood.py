@@ -185,6 +185,31 @@ def check_model(model: pm.Model, *, likelihood_only: bool) -> list[str]:
         (unless ``likelihood_only``).
     """
     notes: list[str] = []
+    check_structure(model)
+    not_flat = [
+        f"{rv.name} ({type(rv.owner.op).__name__.removesuffix('RV')})"
+        for rv in model.free_RVs
+        if type(rv.owner.op).__name__ not in FLAT_OPS
+    ]
+    if not_flat:
+        if not likelihood_only:
+            has = ("has a proper prior" if len(not_flat) == 1 else "have proper priors")
+            raise ModelError(
+                f"maximum likelihood needs flat priors, but {', '.join(not_flat)} {has}. Use "
+                "pm.Flat / pm.HalfFlat (or pm.Uniform for a bounded parameter) in the model, or, "
+                "from Python, fit(..., likelihood_only=True) to drop the prior terms and "
+                "maximise the likelihood alone."
+            )
+        notes.append(
+            "likelihood_only=True: the prior terms of "
+            + ", ".join(not_flat)
+            + " were dropped; the estimates maximise the likelihood alone (not the MAP)."
+        )
+    return notes
+
+
+def check_structure(model: pm.Model) -> None:
+    """No observed variable, imputed or discrete free variables, potentials: a ModelError."""
     if not model.observed_RVs:
         raise ModelError(
             "the model has no observed variable, so there is no likelihood to maximise. "
@@ -209,26 +234,6 @@ def check_model(model: pm.Model, *, likelihood_only: bool) -> list[str]:
             "penalty. Write the term as an observed distribution (e.g. pm.CustomDist with "
             "observed=) or remove it."
         )
-    not_flat = [
-        f"{rv.name} ({type(rv.owner.op).__name__.removesuffix('RV')})"
-        for rv in model.free_RVs
-        if type(rv.owner.op).__name__ not in FLAT_OPS
-    ]
-    if not_flat:
-        if not likelihood_only:
-            has = ("has a proper prior" if len(not_flat) == 1 else "have proper priors")
-            raise ModelError(
-                f"maximum likelihood needs flat priors, but {', '.join(not_flat)} {has}. Use "
-                "pm.Flat / pm.HalfFlat (or pm.Uniform for a bounded parameter) in the model, or, "
-                "from Python, fit(..., likelihood_only=True) to drop the prior terms and "
-                "maximise the likelihood alone."
-            )
-        notes.append(
-            "likelihood_only=True: the prior terms of "
-            + ", ".join(not_flat)
-            + " were dropped; the estimates maximise the likelihood alone (not the MAP)."
-        )
-    return notes
 
 
 class Likelihood:

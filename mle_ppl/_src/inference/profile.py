@@ -398,7 +398,7 @@ def _walk(fit: Estimate, solver, *, level: float, max_steps: int, step: float | 
         for _ in range(max_steps):
             t = t_prev + direction * h
             lo, hi = t_limits
-            if not lo < t < hi:
+            if (direction < 0 and not t > lo) or (direction > 0 and not t < hi):
                 notes.append(f"the profile of {name} reaches the boundary of the parameter space "
                              f"on the {'lower' if direction < 0 else 'upper'} side without "
                              f"crossing the {100 * level:g}% cut-off.")
@@ -469,6 +469,8 @@ def _coordinate_profile(fit: Estimate, i: int, *, level, max_steps, step) -> Pro
     label = lik.labels[i]
     block = next(b for b in lik.blocks if b.start <= i < b.start + b.size)
     limits = (-BOUNDARY_U, BOUNDARY_U) if block.transform is not None else (-np.inf, np.inf)
+    if step is None and block.transform is not None and fit.x[i] <= -BOUNDARY_U:
+        step = 1.0  # held on its boundary (a variance component at 0): walk up from there
     solver = _CoordinateSolver(lik, i)
     points, ends, _, notes = _walk(fit, solver, level=level, max_steps=max_steps, step=step,
                                    t_limits=limits, name=label)

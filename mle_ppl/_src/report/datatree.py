@@ -24,7 +24,9 @@ def fit_to_datatree(fit, *, laplace_draws: int = 0, random_seed=None) -> xr.Data
     """Build the DataTree of docs/datatree.md for ``fit`` (see :meth:`MLEFit.to_datatree`)."""
     lik = fit.likelihood
     model = lik.model
-    names = [b.name for b in lik.blocks] + list(lik.deterministic_names)
+    # random effects (a mixed model: their conditional modes) sit in the posterior too
+    names = ([b.name for b in lik.blocks] + list(getattr(lik, "random_names", ()))
+             + list(lik.deterministic_names))
     if laplace_draws:
         if not np.all(np.isfinite(fit.cov_unconstrained)):
             from mle_ppl._src.errors import MLEError
