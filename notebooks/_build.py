@@ -285,10 +285,9 @@ opt = mle_ppl.compare_optimizers(fit, learning_rate=0.5)
 opt
 '''),
     code('''
-ax = opt.plot()
-ax.set_xlim(left=0)
-ax.set_title("Loss curves (mean NLL above its minimum)")
-ax.figure
+fig = opt.plot()   # a matplotlib Figure
+fig.axes[0].set_title("Loss curves (mean NLL above its minimum)")
+fig
 '''),
     md("""
 From the shell: `mle-ppl check logistic_regression --underflow --optimizers`.

@@ -478,6 +478,13 @@ def test_plot_closed_form_draws_reference_lines_at_the_closed_form(linear_fit):
           if len(set(np.atleast_1d(line.get_xdata()))) == 1 and line.get_linestyle() == "--"]
     for v in expected:
         assert any(abs(x - v) <= 1e-9 * max(1.0, abs(v)) for x in xs), (v, xs)
+    # the dashed line, the density and the dot-and-bar are in the key (issue 12)
+    keys = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+    assert "closed form (least squares)" in keys
+    assert any(k.startswith("Laplace approximation at the MLE") for k in keys)
+    assert "its mean and 95% HDI" in keys
+    # no rounded "-3500000.0 mean" text on the panels
+    assert not any("mean" in t.get_text() for ax in fig.axes for t in ax.texts)
     plt.close(fig)
 
 

@@ -119,9 +119,13 @@ def test_compare_optimizers_plot_and_bad_method(logistic_model):
                                      max_iter=5)
     assert not cmp.fits["gd"].converged
     assert cmp.table().loc["gd", "max_dev_se"] > 1e-3
-    ax = cmp.plot()
+    fig = cmp.plot()
+    assert isinstance(fig, plt.Figure)
+    ax = fig.axes[0]
     assert len(ax.get_lines()) == 2
-    plt.close(ax.figure)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["newton", "gd"]
+    assert ax.get_xlim()[0] == 0  # no negative iterations on the axis
+    plt.close(fig)
     with pytest.raises(mle_ppl.MLEError, match="not an optimization method"):
         mle_ppl.compare_optimizers(m, methods=("newtn",))
 

@@ -41,7 +41,15 @@ def test_forest_has_wald_and_hdi_per_parameter(fitted):
         assert name in twig and name in pc.viz["trunk"] and name in pc.viz["point_estimate"]
     fig = pc.viz["figure"].item()
     assert isinstance(fig, matplotlib.figure.Figure)
-    assert fig.legends  # MLE vs posterior legend
+    keys = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+    assert {"MLE ± Wald", "posterior mean ± HDI"} <= set(keys)  # colours
+    # the inner (thick) bar and the outer one are explained (issue 12)
+    assert {"thin line: 90% interval", "thick line: 50% interval"} <= set(keys)
+    # no stray column headers ("variable", "x") under the label column
+    fig.canvas.draw()
+    shown = {t.get_text() for ax in fig.axes for t in ax.get_xticklabels() if t.get_visible()
+             and t.get_text()}
+    assert not shown & {"variable", "x", "label"}, shown
 
 
 def test_densities_have_mle_reference_lines(fitted):
@@ -53,8 +61,13 @@ def test_densities_have_mle_reference_lines(fitted):
         fit.estimates["sigma"], rel=1e-12)
     assert set(pc.viz["dist"]["beta"].coords["model"].values) == {
         "posterior", "Laplace approximation"}
+    keys = [t.get_text() for leg in pc.viz["figure"].item().legends for t in leg.get_texts()]
+    assert {"posterior", "Laplace approximation", "MLE", "mean and 95% HDI"} <= set(keys)
     only_post = mle_ppl.plot_densities(fit, post, laplace=False, title=False)
     assert "model" not in only_post.viz["dist"]["alpha"].dims
+    keys = [t.get_text() for leg in only_post.viz["figure"].item().legends
+            for t in leg.get_texts()]
+    assert {"MLE", "mean and 95% HDI"} <= set(keys)
 
 
 def test_save_png_and_svg(fitted, tmp_path):

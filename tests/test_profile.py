@@ -1,5 +1,7 @@
 """Profile-likelihood intervals against closed forms, R's confint.glm and independent SciPy code."""
 
+import io
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pymc as pm
@@ -171,10 +173,27 @@ def test_open_ended_profile_is_flagged():
 def test_plot_and_errors(normal_fit):
     fit, _ = normal_fit
     prof = fit.profile("sigma")
-    ax = prof.plot()
+    fig = prof.plot()
+    assert isinstance(fig, plt.Figure)  # issue 12: was Axes, .savefig failed
+    fig.savefig(io.BytesIO(), format="png")
+    ax = fig.axes[0]
     assert len(ax.lines) >= 4
-    ax2 = prof.plot(kind="loglik")
+    # every line is explained in the legend: profile, Wald, cut-offs, interval, MLE
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[:2] == ["profile (signed root deviance)", "Wald (estimate − value)/SE"]
+    assert any("cut-offs" in t for t in labels) and "MLE" in labels
+    assert "95% profile interval" in labels
+    assert ax.get_xlabel() == "sigma"
+    # the x label is inside the saved figure (constrained layout; it was clipped)
+    fig.canvas.draw()
+    box = ax.xaxis.label.get_window_extent()
+    assert box.y0 >= 0 and box.x0 >= 0
+    fig2 = prof.plot(kind="loglik")
+    ax2 = fig2.axes[0]
     assert ax2.get_ylabel() == "log-likelihood"
+    assert any("cut-off" in t.get_text() for t in ax2.get_legend().get_texts())
+    _, given = plt.subplots()
+    assert prof.plot(given) is given.figure
     plt.close("all")
     with pytest.raises(mle_ppl.MLEError, match="Did you mean 'sigma'"):
         fit.profile("sigam")

@@ -5,6 +5,9 @@
 - :func:`plot_densities`: posterior densities (and the Laplace approximation's) with the MLE as
   a dashed reference line.
 
+Every mark is explained: colours by the model legend, reference lines and interval marks by a
+key below the panels (``report/legend.py``).
+
 Both return an :class:`arviz_plots.PlotCollection` (``pc.savefig(path)``; the matplotlib figure
 is ``pc.viz["figure"].item()``); nothing is shown.
 """
@@ -19,6 +22,7 @@ from scipy import stats
 
 from mle_ppl._src.bayes.compare import posterior_draws  # noqa: F401 - same input checks
 from mle_ppl._src.errors import MLEError
+from mle_ppl._src.report.legend import add_key, figure_of
 
 BACKEND = "matplotlib"
 MLE_LABEL = "MLE ± Wald"
@@ -59,7 +63,8 @@ def plot_forest(fit, posterior: xr.DataTree, *, level: float = 0.95, title: bool
     posterior : xarray.DataTree
         From :func:`mle_ppl.sample` on the same model.
     level : float
-        Level of both intervals (thin line); the thick segment is the 50 % interval.
+        Level of both intervals (thin line); the thick segment is the 50 % interval (the key
+        below the panels says so).
     title : bool
         Add a title naming the model and the level.
 
@@ -100,7 +105,16 @@ def plot_forest(fit, posterior: xr.DataTree, *, level: float = 0.95, title: bool
     tree = xr.DataTree.from_dict({"posterior": post})
     pc = azp.plot_forest({m: tree for m in models}, combined=True, stats=stats_,
                          ci_probs=(0.5, level), backend=BACKEND)
+    # The label column's tick labels only name its sub-columns ("variable", a dim name, "x"):
+    # hide them (the ticks stay, so the sub-columns keep their room) and the axis line.
+    labels_ax = pc.get_target(None, {"column": "labels"})
+    labels_ax.tick_params(axis="x", length=0, labelbottom=False)
+    labels_ax.spines["bottom"].set_visible(False)
     pc.add_legend("model", title="")
+    add_key(pc, [(f"thin line: {level:.0%} interval", "thin"),
+                 ("thick line: 50% interval", "thick"),
+                 ("circle: MLE / posterior mean", {"marker": "o", "linestyle": "none",
+                                                   "color": "0.3", "markerfacecolor": "white"})])
     if title:
         pc.add_title(f"{fit.model_name}: MLE ± {level:.0%} Wald vs posterior {level:.0%} HDI",
                      size=11)
@@ -120,7 +134,7 @@ def _laplace_like(fit, post: xr.Dataset, random_seed) -> xr.Dataset:
 
 
 def plot_densities(fit, posterior: xr.DataTree, *, laplace: bool = True, random_seed=0,
-                   title: bool = True):
+                   title: bool = True, level: float = 0.95):
     """Posterior densities (and the Laplace approximation's) with the MLE as a reference line.
 
     Parameters
@@ -134,10 +148,13 @@ def plot_densities(fit, posterior: xr.DataTree, *, laplace: bool = True, random_
         Seed of the Laplace draws.
     title : bool
         Add a title.
+    level : float
+        Level of the HDI drawn under each density (with its mean as a dot).
 
     Returns
     -------
     arviz_plots.PlotCollection
+        A key below the panels explains the dashed MLE line and the dot-and-bar marks.
         ``pc.viz["dist"]`` holds the density lines (``model`` dim when ``laplace``),
         ``pc.viz["ref_line"]`` the MLE lines.
 
@@ -158,18 +175,21 @@ def plot_densities(fit, posterior: xr.DataTree, *, laplace: bool = True, random_
     n_panels = sum(int(np.prod(post[k].shape[2:], dtype=int)) for k in post.data_vars)
     n_cols = min(n_panels, 3)
     n_rows = -(-n_panels // n_cols)
+    if not 0 < level < 1:
+        raise MLEError(f"level={level!r} must be between 0 and 1 (e.g. 0.95).")
     pc = azp.plot_dist(data, kind="kde", backend=BACKEND, col_wrap=n_cols,
+                       ci_kind="hdi", ci_prob=level,
                        visuals={"point_estimate_text": False},
-                       figure_kwargs={"figsize": (3.6 * n_cols + 1.5, 2.6 * n_rows + 0.8),
-                                      "figsize_units": "inches"})
-    azp.add_lines(pc, _mle_ds(fit, post), visuals={"ref_line": {"linestyle": "--"}})
+                       figure_kwargs={"figsize": (3.6 * n_cols + 1.5, 2.8 * n_rows + 1.2),
+                                      "figsize_units": "inches", "layout": "constrained"})
+    azp.add_lines(pc, _mle_ds(fit, post), visuals={"ref_line": {"linestyle": "--",
+                                                                "color": "0.3"}})
     if laplace:
         pc.add_legend("model", title="")
+    add_key(pc, [("MLE", "dashed"), (f"mean and {level:.0%} HDI", "interval")])
     if title:
-        # above the panel titles (which may take two lines, "beta\nGNP"); saved with
-        # bbox_inches="tight", as notebooks display inline figures
-        pc.viz["figure"].item().suptitle(
-            f"{fit.model_name}: posterior densities; dashed line: MLE", y=1.06, fontsize=11)
+        figure_of(pc).suptitle(f"{fit.model_name}: posterior densities and the MLE",
+                               fontsize=11)
     return pc
 
 
@@ -204,10 +224,10 @@ def save_comparison_plots(fit, posterior: xr.DataTree, path: str | Path, *,
     pcs = []
     if np.all(np.isfinite(fit.std_errors.to_numpy())):
         pcs.append((plot_forest(fit, posterior, level=level), path))
-        pcs.append((plot_densities(fit, posterior, random_seed=random_seed),
+        pcs.append((plot_densities(fit, posterior, random_seed=random_seed, level=level),
                     densities_path(path)))
     else:
-        pcs.append((plot_densities(fit, posterior, random_seed=random_seed), path))
+        pcs.append((plot_densities(fit, posterior, random_seed=random_seed, level=level), path))
     for pc, target in pcs:
         fig = pc.viz["figure"].item()
         fig.savefig(target, bbox_inches="tight", dpi=120)

@@ -107,34 +107,43 @@ class Profile:
 
     def plot(self, ax=None, *, kind: str = "z"):
         """Plot the profile: ``kind="z"`` (signed root deviance, with the Wald line) or
-        ``kind="loglik"`` (profile log-likelihood and the cut-off). Returns the axes."""
+        ``kind="loglik"`` (profile log-likelihood and the cut-off).
+
+        Every line is in the legend (profile, Wald, cut-offs, interval ends, MLE). Returns the
+        matplotlib Figure (the one holding ``ax`` when given): ``prof.plot().savefig(path)``.
+        """
         import matplotlib.pyplot as plt
 
         if kind not in ("z", "loglik"):
             raise MLEError(f"kind={kind!r}; expected 'z' or 'loglik'.")
         if ax is None:
-            _, ax = plt.subplots(figsize=(5, 3.5))
+            _, ax = plt.subplots(figsize=(5.5, 3.8), layout="constrained")
         zc = self.critical
+        pct = f"{100 * self.level:g}%"
         if kind == "z":
             ax.plot(self.values, self.z, "o-", ms=3, label="profile (signed root deviance)")
             if np.isfinite(self.std_err) and self.std_err > 0:
                 ax.plot(self.values, (self.values - self.estimate) / self.std_err, "--",
-                        color="grey", label="Wald")
-            for h in (-zc, zc):
-                ax.axhline(h, color="k", lw=0.8, ls=":")
+                        color="grey", label="Wald (estimate − value)/SE")
+            for k, h in enumerate((-zc, zc)):
+                ax.axhline(h, color="k", lw=0.8, ls=":",
+                           label=f"±{zc:.3g}: {pct} cut-offs" if k == 0 else None)
             ax.set_ylabel("z")
         else:
             ax.plot(self.values, self.loglik, "o-", ms=3, label="profile log-likelihood")
             ax.axhline(self.max_loglik - zc**2 / 2, color="k", lw=0.8, ls=":",
-                       label=f"{100 * self.level:g}% cut-off")
+                       label=f"{pct} cut-off (max − {zc**2 / 2:.3g})")
             ax.set_ylabel("log-likelihood")
+        shown = False
         for v, is_open in ((self.lower, self.open_lower), (self.upper, self.open_upper)):
             if np.isfinite(v) and not is_open:
-                ax.axvline(v, color="C3", lw=0.8)
-        ax.axvline(self.estimate, color="C2", lw=0.8)
+                ax.axvline(v, color="C3", lw=0.8,
+                           label=None if shown else f"{pct} profile interval")
+                shown = True
+        ax.axvline(self.estimate, color="C2", lw=0.8, label="MLE")
         ax.set_xlabel(self.param)
         ax.legend(fontsize="small")
-        return ax
+        return ax.figure
 
 
 # ----------------------------------------------------------------- constrained solvers

@@ -34,6 +34,7 @@ from mle_ppl._src.report.checks import (
     regression_check,
 )
 from mle_ppl._src.report.detect import NotApplicable, detect
+from mle_ppl._src.report.legend import add_key
 
 if TYPE_CHECKING:
     from mle_ppl._src.engine.estimate import Estimate
@@ -180,6 +181,8 @@ def plot_closed_form(fit: Estimate, *, laplace_draws: int = 2000, random_seed=0,
     Returns
     -------
     arviz_plots.PlotCollection
+        With a key below the panels for the density, its mean and 95 % HDI, and the dashed
+        closed-form line.
 
     Examples
     --------
@@ -210,8 +213,19 @@ def plot_closed_form(fit: Estimate, *, laplace_draws: int = 2000, random_seed=0,
     fig_kw.setdefault("figsize", (3.4 * cols, 2.6 * rows + 0.3))
     fig_kw.setdefault("layout", "constrained")
     pc_kwargs["figure_kwargs"] = fig_kw
-    pc = azp.plot_dist(dt, var_names=names, **pc_kwargs)
+    pc_kwargs.setdefault("ci_kind", "hdi")
+    pc_kwargs.setdefault("ci_prob", 0.95)
+    visuals = dict(pc_kwargs.pop("visuals", None) or {})
+    # arviz-plots' text rounds the mean to 2 digits ("-3500000.0 mean"): a number that looks
+    # more precise than it is; the key below explains the dot and bar instead.
+    visuals.setdefault("point_estimate_text", False)
+    pc = azp.plot_dist(dt, var_names=names, visuals=visuals, **pc_kwargs)
     azp.add_lines(pc, refs[names], visuals={"ref_line": {"color": "C1", "linestyle": "--"}})
+    add_key(pc, [(f"Laplace approximation at the MLE ({laplace_draws} draws)",
+                  {"color": "C0"}),
+                 (f"its mean and {pc_kwargs['ci_prob']:.0%} HDI", "interval"),
+                 (f"closed form ({check.kind.replace('_', ' ')})",
+                  {"color": "C1", "linestyle": "--"})])
     return pc
 
 

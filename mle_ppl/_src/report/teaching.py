@@ -156,23 +156,29 @@ class OptimizerComparison:
     def plot(self, ax=None):
         """Loss histories (mean NLL per observation above its minimum, log scale) by iteration.
 
-        Returns the matplotlib Axes.
+        Returns the matplotlib Figure (the one holding ``ax`` when given).
         """
         import matplotlib.pyplot as plt
 
         if ax is None:
-            _, ax = plt.subplots(figsize=(6, 4))
+            _, ax = plt.subplots(figsize=(6, 4), layout="constrained")
         best = min(float(np.min(h)) for h in self.histories.values() if len(h))
         for name, h in self.histories.items():
             gap = np.asarray(h) - best
             ax.plot(np.arange(len(h)), np.maximum(gap, 1e-16), label=name,
                     marker="o" if len(h) < 40 else None, ms=3)
         ax.set_yscale("log")
-        ax.set_xscale("symlog", linthresh=10)
+        if max(len(h) for h in self.histories.values()) > 30:
+            ax.set_xscale("symlog", linthresh=10)  # long gd runs: first 10 linear, then log
+        else:  # a few iterations: plain integer ticks (symlog would label them 2.1×10⁰)
+            from matplotlib.ticker import MaxNLocator
+
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(left=0)
         ax.set_xlabel("iteration")
         ax.set_ylabel("mean NLL − min (per observation)")
-        ax.legend()
-        return ax
+        ax.legend(title="optimizer")
+        return ax.figure
 
 
 def compare_optimizers(model, data=None, *, methods: Sequence[str] = ("newton", "lbfgs", "gd"),
