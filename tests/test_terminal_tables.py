@@ -150,6 +150,32 @@ def test_fittable_never_cuts_at_any_width(width):
     assert "<1e-300" in text and " 0 " not in text
 
 
+def test_p_values_that_underflow_are_shown_as_a_bound():
+    # z ~ 1.5e7: the two-sided normal p-value underflows to 0.0 in float64; the screen says
+    # "<1e-300" (true), never "0" (false), in str(fit), its HTML and the CLI table.
+    import numpy as np
+    import pymc as pm
+    from rich.console import Console
+
+    import mle_ppl
+    from mle_ppl._src.cli._ui import fit_table
+
+    y = np.random.default_rng(0).normal(1e6, 0.5, 60)
+    with pm.Model() as m:
+        a = pm.Flat("a")
+        s = pm.HalfFlat("s")
+        pm.Normal("y", a, s, observed=y)
+    fit = mle_ppl.fit(m)
+    assert fit.table().loc["a", "p_value"] == 0.0
+    row = next(line for line in str(fit).splitlines() if line.startswith("a "))
+    assert "<1e-300" in row and " 0 " not in row + " "
+    assert "&lt;1e-300" in fit._repr_html_()  # HTML-escaped "<"
+    con = Console(width=80, force_terminal=False)
+    with con.capture() as cap:
+        con.print(fit_table(fit))
+    assert "<1e-300" in cap.get()
+
+
 # ------------------------------------------------------------------------------ commands
 @pytest.mark.parametrize("cols", [80, 60])
 def test_fit_longley_in_a_terminal(cols):

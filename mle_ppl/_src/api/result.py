@@ -14,6 +14,7 @@ from mle_ppl._src.engine.estimate import (
     Estimate,
     _normal_quantile,
 )
+from mle_ppl._src.engine.numbers import fmt_p
 from mle_ppl._src.errors import MLEError
 
 
@@ -191,7 +192,8 @@ class MLEFit(Estimate):
     def __str__(self) -> str:
         head = "\n".join(f"{k:>15}: {v}" for k, v in self._header())
         with pd.option_context("display.float_format", "{:.6g}".format, "display.width", 120):
-            body = self.table().to_string()
+            # p-values that underflow show as <1e-300, never as a bare 0
+            body = self.table().to_string(formatters={"p_value": fmt_p})
         warn = "".join(f"\nWARNING: {w}" for w in self.warnings)
         notes = "".join(f"\nNote: {n}" for n in self.notes)
         return f"Maximum-likelihood fit\n{head}\n\n{body}{warn}{notes}"
@@ -199,7 +201,8 @@ class MLEFit(Estimate):
     def _repr_html_(self) -> str:
         head = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
                        f"<td>{html.escape(v)}</td></tr>" for k, v in self._header())
-        tab = self.table().to_html(float_format=lambda v: f"{v:.6g}", na_rep="NaN")
+        tab = self.table().to_html(float_format=lambda v: f"{v:.6g}", na_rep="NaN",
+                                   formatters={"p_value": fmt_p})
         warn = "".join(f"<p style='color:#b00'><b>Warning:</b> {html.escape(w)}</p>"
                        for w in self.warnings)
         notes = "".join(f"<p><i>Note:</i> {html.escape(n)}</p>" for n in self.notes)

@@ -24,7 +24,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mle_ppl._src.report.numbers import fmt, fmt_p
+from mle_ppl._src.engine.numbers import fmt, fmt_p
 
 #: Spaces between columns: rich's SIMPLE_HEAD box puts one pad and a blank divider.
 GAP = 2

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from mle_ppl._src.cli._table import Col, FitTable, Num
-from mle_ppl._src.report.numbers import fmt, fmt_p  # noqa: F401 - re-exported for commands
+from mle_ppl._src.engine.numbers import fmt, fmt_p  # noqa: F401 - re-exported for commands
 
 #: Width used for tables when stdout is not a terminal (rich would otherwise wrap at 80).
 PIPE_WIDTH = 120

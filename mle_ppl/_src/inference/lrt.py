@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from mle_ppl._src.engine.numbers import fmt_p
 from mle_ppl._src.errors import DataError, MLEError
 
 if TYPE_CHECKING:
@@ -78,7 +79,7 @@ class LRTResult:
     def __str__(self) -> str:
         return (f"Likelihood-ratio test: {self.small} (loglik {self.small_loglik:.6g}) within "
                 f"{self.big} (loglik {self.big_loglik:.6g})\n"
-                f"  LR = {self.statistic:.6g}, df = {self.df}, p = {self.p_value:.4g}")
+                f"  LR = {self.statistic:.6g}, df = {self.df}, p = {fmt_p(self.p_value, 4)}")
 
 
 def lrt(small: Estimate, big: Estimate, *, names: Sequence[str] | None = None,

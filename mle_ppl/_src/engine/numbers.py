@@ -1,7 +1,9 @@
 """Numbers as text for tables: correctly rounded significant digits, tiny p-values bounded.
 
-Every function returns digits that are a correct rounding of the value (Python's ``format``
-rounds correctly) or a word (``NaN``, ``inf``, ``—``); nothing here truncates.
+Used by every layer that shows numbers (results' ``__str__``, the CLI tables), so it sits in the
+engine layer, below inference, report and the CLI. Every function returns digits that are a
+correct rounding of the value (Python's ``format`` rounds correctly) or a word (``NaN``,
+``inf``, ``—``); nothing here truncates.
 """
 
 from __future__ import annotations
