@@ -50,7 +50,7 @@ class OptimResult:
 Progress = Callable[[int, float, float], None] | None
 
 
-def _ran_off(hessian, H, x, x_start, bounded):
+def _ran_off(hessian, H, x, x_start, x_first, bounded):
     """Coordinates that ran off (see :func:`~mle_ppl._src.engine.endgame.ran_off`)."""
     from mle_ppl._src.engine import endgame
 
@@ -58,7 +58,7 @@ def _ran_off(hessian, H, x, x_start, bounded):
     if not np.all(np.isfinite(H)):
         return ()
     d, w, V = scaled_eigh(H)
-    return endgame.ran_off(x, x_start, x_start, bounded, d, w, V)
+    return endgame.ran_off(x, x_start, x_first, bounded, d, w, V)
 
 
 #: Newton decrement (predicted NLL decrease to the optimum) below which Newton stops taking
@@ -387,7 +387,8 @@ def lbfgs(objective, x0, *, tol=1e-10, max_iter=2000, progress: Progress = None,
             converged = decrement < max(tol, 1e-8)
             if not converged:
                 message += f"; Newton decrement {decrement:.3g} above tolerance"
-    ran = _ran_off(hessian, H, x, x_start, bounded) if runaway else ()
+    # sizes are judged against the start and the warm start (a linear model's first step)
+    ran = _ran_off(hessian, H, x, x_start, x0, bounded) if runaway else ()
     if ran:
         converged = False
         message = f"no finite maximum found from this start: coordinates {list(ran)} run off"
@@ -411,6 +412,7 @@ def gradient_descent(objective, x0, *, learning_rate=0.1, max_iter=5000,
     converged = False
     message = "iteration limit reached"
     it = 0
+    x_first = None
     for it in range(1, max_iter + 1):
         gm = g / n
         if np.max(np.abs(gm), initial=0.0) < tol:
@@ -419,6 +421,8 @@ def gradient_descent(objective, x0, *, learning_rate=0.1, max_iter=5000,
             it -= 1
             break
         x = x - learning_rate * gm
+        if it == 1:
+            x_first = x.copy()
         f, g = value_and_grad(x)
         if not np.isfinite(f):
             message = "diverged (learning rate too large?)"
@@ -428,7 +432,8 @@ def gradient_descent(objective, x0, *, learning_rate=0.1, max_iter=5000,
             progress(it, f, float(np.linalg.norm(g)))
     ran = ()
     if runaway and not converged and np.isfinite(f) and hasattr(objective, "hessian"):
-        ran = _ran_off(objective.hessian, None, x, np.array(x0, dtype=float), bounded)
+        ran = _ran_off(objective.hessian, None, x, np.array(x0, dtype=float),
+                       x_first if x_first is not None else x, bounded)
     return OptimResult(x, f, g, it, it + 1, converged, message, "gd", tuple(history), runaway=ran)
 
 
