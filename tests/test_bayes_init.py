@@ -76,3 +76,22 @@ def test_compare_stackloss_flat_priors_has_no_divergences(capsys):
     assert not any("divergent" in w for w in doc["warnings"]), doc["warnings"]
     assert doc["init"].startswith("mle: NUTS started at the MLE; dense")
     assert status == 0, doc["warnings"]
+
+
+@pytest.mark.slow
+def test_benchmark_script_quick_run(tmp_path):
+    # benchmarks/bench_bayes_init.py --quick: stack loss, one seed, tune 200, both inits.
+    # Timings are not asserted (shared machine); the MLE start must not diverge.
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_bayes_init.py"
+    out = tmp_path / "b.json"
+    proc = subprocess.run([sys.executable, str(script), "--quick", "--json", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| stackloss | mle |" in proc.stdout
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["init"] for r in rows} == {"mle", "pymc"}
+    mle = next(r for r in rows if r["init"] == "mle")
+    assert mle["divergences"] == 0 and mle["init_used"].startswith("mle: ")
