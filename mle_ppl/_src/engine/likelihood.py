@@ -28,6 +28,7 @@ import pytensor.tensor as pt
 from pymc.pytensorf import join_nonshared_inputs
 from pytensor.compile.mode import get_mode
 
+from mle_ppl._src.engine.compiled import DataFunction, lift_data
 from mle_ppl._src.engine.objective import ParamBlock
 from mle_ppl._src.errors import ModelError
 
@@ -114,8 +115,11 @@ def _compile(inputs, outputs, mode, *, model: pm.Model | None = None):
         # user can act on, so it is not shown.
         warnings.filterwarnings("ignore", message="Numba will use object mode",
                                 category=UserWarning)
-        fn = pm.pytensorf.compile(inputs, outputs, mode=get_mode(mode),
-                                  on_unused_input="ignore")
+        single = not isinstance(outputs, list | tuple)
+        lifted, data_inputs, sources = lift_data([outputs] if single else list(outputs))
+        fn = pm.pytensorf.compile(list(inputs) + data_inputs, lifted[0] if single else lifted,
+                                  mode=get_mode(mode), on_unused_input="ignore")
+    fn = DataFunction(fn, sources)
     return _Quiet(fn) if mode == SMALL_MODE else fn
 
 
@@ -295,6 +299,8 @@ class Likelihood:
                 self.bounded[b.slice] = True
         self.bounded.flags.writeable = False
         self._n_obs_by_shapes: dict[tuple, int] = {}
+        #: "auto": the structured Hessian where the graph has linear predictors; "generic": never
+        self._hessian_kind = "auto"
         self._build_graph()
 
     # ------------------------------------------------------------------ graph
@@ -349,8 +355,15 @@ class Likelihood:
 
     @cached_property
     def _fn_hessian(self):
-        grad = pt.grad(self._nll, self._x)
-        hess = pytensor.gradient.jacobian(grad, self._x, vectorize=True)
+        from mle_ppl._src.engine.structured import structured_hessian
+
+        hess = None if self._hessian_kind == "generic" else structured_hessian(
+            self._nll, self._x, self.n_params)
+        #: "structured" (Dᵀ diag(w) D through the linear predictors) or "generic"
+        self.hessian_kind = "generic" if hess is None else "structured"
+        if hess is None:
+            grad = pt.grad(self._nll, self._x)
+            hess = pytensor.gradient.jacobian(grad, self._x, vectorize=True)
         return _compile([self._x], hess, self.mode, model=self.model)
 
     @cached_property

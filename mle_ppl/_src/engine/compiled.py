@@ -1,0 +1,91 @@
+"""Compiled functions whose data are call arguments, not part of the graph: one compiled graph per
+model structure, however the data were passed, and a graph small enough to cache on disk.
+
+A PyMC model holds its data in two ways: ``pm.Data`` containers (PyTensor shared variables) and
+NumPy arrays written into the model (``observed=y``, ``mu = X @ beta`` with a NumPy ``X``), which
+become constants of the graph. Compiled as they are, the two give different graphs: a constant
+observed vector is folded into the rewritten graph (a 1e6-element constant that the Numba backend
+then embeds in its generated code, which it cannot cache, so every process recompiles it, and whose
+static shape sends the graph down other rewrites than a container's). :func:`lift_data` replaces
+both by plain input variables before compiling; :class:`DataFunction` passes their current values
+on each call (a ``pm.set_data`` is seen at once, nothing is copied). The compiled graph then
+depends only on the model's structure and the data's dtypes and ranks, which is what the on-disk
+cache (:mod:`~mle_ppl._src.engine.diskcache`) keys on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Constants with more elements than this are treated as data (lifted to inputs); smaller ones
+#: (shapes, indices of a few parameters, literal coefficients) stay part of the model's structure.
+LIFT_MIN_SIZE = 64
+
+
+def lift_data(outputs: list) -> tuple[list, list, list]:
+    """Replace the shared tensors and large constants that ``outputs`` read by input variables.
+
+    Returns ``(new_outputs, data_inputs, sources)``: ``sources[i]`` is the shared variable (read
+    at each call) or the constant's array that ``data_inputs[i]`` stands for.
+    """
+    from pytensor.compile.sharedvalue import SharedVariable
+    from pytensor.graph.replace import clone_replace
+    from pytensor.graph.traversal import applys_between, graph_inputs
+    from pytensor.tensor.shape import SpecifyShape
+    from pytensor.tensor.type import TensorType
+    from pytensor.tensor.variable import TensorConstant
+
+    replace = {}
+    sources = []
+    for var in graph_inputs(outputs):
+        if isinstance(var, SharedVariable) and isinstance(var.type, TensorType):
+            new = var.type()
+            sources.append(var)
+        elif isinstance(var, TensorConstant) and var.data.size > LIFT_MIN_SIZE:
+            # static length-1 axes stay (they broadcast); other lengths become unknown, so
+            # the graph does not depend on the number of rows
+            shape = tuple(1 if s == 1 else None for s in var.type.shape)
+            new = TensorType(var.type.dtype, shape=shape)()
+            sources.append(np.asarray(var.data))
+        else:
+            continue
+        new.name = var.name or "data"
+        replace[var] = new
+    if not replace:
+        return list(outputs), [], []
+    new_outputs = clone_replace(list(outputs), replace, rebuild_strict=False)
+    # (rebuilt, not ``graph_replace``d: the nodes' types follow the new inputs' unknown lengths)
+    # PyMC fixes the static shape of a NumPy observed value (``SpecifyShape(y, 1000000)``); a
+    # container's stays symbolic. Drop those assertions on the lifted data so both take the same
+    # rewrites (the static length sends the Hessian down a slower path) and the graph does not
+    # depend on the number of rows.
+    lifted = set(replace.values())
+    fixed = {node.outputs[0]: node.inputs[0]
+             for node in applys_between(lifted, new_outputs)
+             if isinstance(node.op, SpecifyShape) and node.inputs[0] in lifted}
+    if fixed:
+        new_outputs = clone_replace(new_outputs, fixed, rebuild_strict=False)
+    return new_outputs, list(replace.values()), sources
+
+
+class DataFunction:
+    """A compiled function of ``(*args, *data)`` called as ``f(*args)``: the data are read from
+    their sources (shared variables' current values, or constant arrays) at each call."""
+
+    __slots__ = ("fn", "_getters")
+
+    def __init__(self, fn, sources: list):
+        self.fn = fn
+        self._getters = tuple(
+            (s.get_value, True) if hasattr(s, "get_value") else (s, False) for s in sources)
+
+    def data(self) -> list:
+        return [g(borrow=True) if shared else g for g, shared in self._getters]
+
+    def __call__(self, *args):
+        return self.fn(*args, *self.data())
+
+    def __getattr__(self, name):
+        if name in DataFunction.__slots__:  # not set yet (copy, unpickling)
+            raise AttributeError(name)
+        return getattr(self.fn, name)
