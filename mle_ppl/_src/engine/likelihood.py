@@ -28,6 +28,7 @@ import pytensor.tensor as pt
 from pymc.pytensorf import join_nonshared_inputs
 from pytensor.compile.mode import get_mode
 
+from mle_ppl._src.engine import diskcache
 from mle_ppl._src.engine.compiled import DataFunction, lift_data
 from mle_ppl._src.engine.objective import ParamBlock
 from mle_ppl._src.errors import ModelError
@@ -117,8 +118,16 @@ def _compile(inputs, outputs, mode, *, model: pm.Model | None = None):
                                 category=UserWarning)
         single = not isinstance(outputs, list | tuple)
         lifted, data_inputs, sources = lift_data([outputs] if single else list(outputs))
-        fn = pm.pytensorf.compile(list(inputs) + data_inputs, lifted[0] if single else lifted,
-                                  mode=get_mode(mode), on_unused_input="ignore")
+        all_inputs = list(inputs) + data_inputs
+        key = diskcache.function_key(
+            all_inputs, lifted, mode=mode,
+            check_bounds=bool(getattr(model, "check_bounds", True)))
+        fn = None if key is None else diskcache.load(key)
+        if fn is None:
+            fn = pm.pytensorf.compile(all_inputs, lifted[0] if single else lifted,
+                                      mode=get_mode(mode), on_unused_input="ignore")
+            if key is not None:
+                diskcache.store(key, fn)
     fn = DataFunction(fn, sources)
     return _Quiet(fn) if mode == SMALL_MODE else fn
 

@@ -11,7 +11,7 @@ vectorised Jacobian builds n x p intermediates row by row of the Hessian. The we
 reverse-mode passes on the graph with ``η`` cut out as a free vector (``grad`` of the per-row
 gradient's sum is the diagonal of the second derivative exactly because the terms are per row).
 The other parameters (an intercept, σ, a dispersion: few, see :data:`MAX_OTHER`) get their rows of
-the Hessian from the generic vectorised Jacobian, one reverse pass per parameter.
+the Hessian by reverse mode, one pass per parameter.
 
 :func:`structured_hessian` finds that structure in the graph of a PyMC model's NLL, checks it
 (see :func:`_separable`), and returns ``None`` whenever the model does not have it, so the caller
@@ -242,9 +242,11 @@ def structured_hessian(nll, x, n_params: int):
             if k != j:
                 H = pt.inc_subtensor(H[c:d, a:b], block.T)
     if len(others):
-        idx = pt.as_tensor(others.astype(np.int64))
+        # one reverse pass per other parameter (a scalar gradient each: PyTensor's vectorised
+        # Jacobian of a few gradient entries gave a shape error under Numba on the Longley model)
         g = pytensor.grad(nll, x)
-        rows = pytensor.gradient.jacobian(g[idx], x, vectorize=True)
-        H = pt.set_subtensor(H[idx, :], rows)
-        H = pt.set_subtensor(H[:, idx], rows.T)
+        for k in others.tolist():
+            row = pytensor.grad(g[k], x)
+            H = pt.set_subtensor(H[k, :], row)
+            H = pt.set_subtensor(H[:, k], row)
     return H
