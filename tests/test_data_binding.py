@@ -138,7 +138,8 @@ def test_level_absent_from_data(groups):
 def test_value_not_among_levels(groups):
     spec = loads_model(CATEG, name="cat")
     groups.loc[2, "group"] = "d"
-    with pytest.raises(DataError, match=r"value\(s\) \['d'\] \(row\(s\) \[2\]\).*declared levels"):
+    with pytest.raises(DataError,
+                       match=r"value\(s\) \['d'\] at row\(s\) \[2\] \(0-based.*declared levels"):
         spec.bind(groups)
 
 

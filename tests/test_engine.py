@@ -331,7 +331,8 @@ def test_missing_observed_values_are_refused():
             # PyMC announces that it will impute the masked value: that is what we refuse.
             warnings.simplefilter("ignore", UserWarning)
             pm.Normal("y", mu, 1, observed=np.array([1.0, np.nan, 2.0]))
-    with pytest.raises(mle_ppl.ModelError, match="missing values"):
+    with pytest.raises(mle_ppl.DataError,
+                       match=r"missing values \(.y.: 1 value\(s\), row\(s\) \[1\] \(0-based"):
         mle_ppl.fit(m)
 
 

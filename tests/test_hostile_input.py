@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mle_ppl import DataError
+import mle_ppl
+from mle_ppl import DataError, MLEError, ModelFileError
 from mle_ppl._src.cli.main import main
 from mle_ppl._src.model.data import read_table
 from mle_ppl._src.model.expressions import parse_distribution_call, parse_expression
@@ -304,3 +305,159 @@ def test_two_columns_that_are_one_identifier_are_refused(spelling, data_dir):
     spec = loads_model(_formula_model(f"I({spelling}**2)"), name="m")
     with pytest.raises(DataError, match="same name"):
         spec.model_for(df)
+
+
+# ------------------------------------------------------------------ 2. absurd numbers and nesting
+BIG = "9" * 401
+
+
+@pytest.mark.parametrize("body, key", [
+    (f'[data]\ny = "y"\n[parameters]\nmu = {{ lower = -{BIG} }}\nsigma = {{ lower = 0 }}\n'
+     '[likelihood]\ny = { distribution = "Normal", mu = "mu", sigma = "sigma" }\n',
+     "key parameters.mu.lower"),
+    (f'[data]\ny = "y"\n[parameters]\nmu = {{ upper = {BIG} }}\nsigma = {{ lower = 0 }}\n'
+     '[likelihood]\ny = { distribution = "Normal", mu = "mu", sigma = "sigma" }\n',
+     "key parameters.mu.upper"),
+    (f'[data]\ny = "y"\n[parameters]\nmu = {{ start = {BIG} }}\n'
+     f'[likelihood]\ny = {{ distribution = "Normal", mu = "mu", sigma = {BIG} }}\n',
+     "key parameters.mu.start"),
+    (f'[data]\ny = "y"\n[parameters]\nmu = {{}}\n'
+     f'[likelihood]\ny = {{ distribution = "Normal", mu = "mu", sigma = {BIG} }}\n',
+     "key likelihood.y.sigma"),
+    (f'[data]\ny = "y"\n[parameters]\nmu = {{}}\n'
+     f'[likelihood]\ny = {{ distribution = "Normal", mu = "mu", sigma = "{BIG}" }}\n',
+     "key likelihood.y.sigma"),
+    ('[data]\ny = "y"\n[parameters]\nmu = { lower = ' + "9" * 5000 + " }\n", "4300 digits"),
+    ('[data]\ny = "y"\n[parameters]\nmu = { start = ' + "[" * 5000 + "]" * 5000 + " }\n",
+     "nested too deeply"),
+    ("a = " + "{ b = " * 5000 + "1" + " }" * 5000 + "\n", "nested too deeply"),
+    ('[data]\ny = "y"\n[parameters]\nmu = { start = ' + "[" * 900 + "]" * 900 + " }\n"
+     '[likelihood]\ny = { distribution = "Normal", mu = "mu", sigma = 1 }\n',
+     "key parameters.mu.start"),
+])
+def test_absurd_numbers_and_nesting_in_a_model_file(body, key, tmp_path, capsys, data_dir):
+    path = tmp_path / "m.toml"
+    path.write_text(body)
+    with pytest.raises(ModelFileError) as info:
+        loads_model(body, name="m")
+    assert "Traceback" not in str(info.value) and len(str(info.value)) < 600
+    status, out, err = _cli(["fit", path, "--data", data_dir / "d.csv"], capsys, tmp_path)
+    _assert_one_line_error(status, out, err, "fit", "'m.toml'", key)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.toml"]
+
+
+# ------------------------------------------------------------------ 5. µ in model-file keys
+@pytest.mark.parametrize("declared, used", [(MICRO, MICRO), (MICRO, MU), (MU, MICRO)])
+def test_micro_sign_in_model_file_keys(declared, used, data_dir):
+    body = (f'[data]\ny = "y"\n"{declared}x" = "x1"\n[parameters]\n"{declared}" = {{}}\n'
+            f'b = {{}}\nsigma = {{ lower = 0 }}\n[priors]\n"{declared}" = "Normal(0, 10)"\n'
+            f'[likelihood]\ny = {{ distribution = "Normal", mu = "{used} + b * {used}x", '
+            'sigma = "sigma" }\n')
+    spec = loads_model(body, name="m")
+    assert spec.parameter_names == (MU, "b", "sigma")  # as Python names it
+    pm_model, _ = spec.model_for(pd.read_csv(data_dir / "d.csv"))
+    assert MU in pm_model.named_vars
+
+
+def test_one_name_declared_twice_by_spelling():
+    body = (f'[data]\ny = "y"\n[parameters]\n"{MICRO}" = {{}}\n"{MU}" = {{}}\n'
+            '[likelihood]\ny = { distribution = "Normal", mu = "μ", sigma = 1 }\n')
+    with pytest.raises(ModelFileError, match="declared twice"):
+        loads_model(body, name="m")
+
+
+# ------------------------------------------------------------------ 5. shape errors name the key
+@pytest.mark.parametrize("params, mu, fragment", [
+    ("beta = { shape = 3 }", "alpha + x @ beta", "beta (3,), x (n, 2)"),
+    ('beta = { dims = "x" }', "alpha + beta", "'alpha + beta' has shape (2,)"),
+    ('beta = { dims = "x" }', "alpha + x * beta", "'alpha + x * beta' has shape (n, 2)"),
+    ("beta = { shape = [2, 2] }", "alpha + x @ beta", "has shape (n, 2)"),
+])
+def test_shape_errors_name_the_key(params, mu, fragment, data_dir):
+    body = _likelihood_model(mu).replace('beta = { dims = "x" }', params)
+    spec = loads_model(body, name="m")
+    with pytest.raises(ModelFileError) as info:
+        spec.model_for(pd.read_csv(data_dir / "d.csv"))
+    msg = str(info.value)
+    assert "key likelihood.y.mu" in msg and fragment in msg, msg
+    assert "one row per observation" not in msg
+
+
+# ------------------------------------------------------------------ 5. data outside the support
+@pytest.mark.parametrize("family, values, support", [
+    ("bernoulli", {2: 2}, "(0 or 1)"),
+    ("bernoulli", {2: -1, 7: 3}, "(0 or 1)"),
+    ("poisson", {4: -1}, "(integers >= 0)"),
+    ("negative_binomial", {0: -2}, "(integers >= 0)"),
+    ("gamma", {5: -1.5}, "(> 0)"),
+])
+def test_data_outside_the_support_names_rows_and_values(family, values, support, data_dir):
+    df = pd.read_csv(data_dir / "d.csv")
+    y = (df["x1"] > 0).astype(float) if family == "bernoulli" else np.round(np.exp(df["x1"]))
+    if family == "gamma":
+        y = np.exp(df["x1"])
+    for row, v in values.items():
+        y.iloc[row] = v
+    df["y"] = y
+    spec = loads_model(_formula_model("x1", family), name="m")
+    with pytest.raises(DataError) as info:
+        mle_ppl.fit(spec, data=df)
+    msg = str(info.value)
+    dist = {"bernoulli": "Bernoulli", "poisson": "Poisson", "negative_binomial": "NegativeBinomial",
+            "gamma": "Gamma"}[family]
+    rows = sorted(values)
+    assert f"'{'y'}' ({dist})" in msg and support in msg, msg
+    assert f"row(s) {rows}" in msg and f"{', '.join(str(r + 1) for r in rows)} counting" in msg
+    for v in values.values():
+        assert (f"{v:g}" if not float(v).is_integer() else str(int(v))) in msg
+    assert "starting point" not in msg
+
+
+# ------------------------------------------------------------------ 5. start= mistakes
+@pytest.mark.parametrize("start, fragment", [
+    ({"sigma": -1.0}, "start['sigma'] = -1.0 is outside the support of sigma, (0, inf)"),
+    ({"sigma": 0.0}, "outside the support of sigma"),
+    ({"beta": [1.0, 2.0, 3.0]}, "start['beta'] has 3 value(s); beta has 2 (beta[x1], beta[x2])"),
+    ({"beta": "abc"}, "start['beta'] = 'abc': expected a number"),
+    ({"alpha": None}, "start['alpha']"),
+    ({"alpha": float("nan")}, "start['alpha']"),
+    ({"gamma": 1.0}, "unknown parameters ['gamma']"),
+    ("sigma=1", "start= must be a mapping"),
+    ([1.0, 2.0], "start= must be a mapping"),
+])
+def test_start_mistakes_are_mle_errors_naming_the_parameter(start, fragment, data_dir):
+    spec = loads_model(_likelihood_model("alpha + x @ beta"), name="m")
+    with pytest.raises(MLEError) as info:
+        mle_ppl.fit(spec, data=pd.read_csv(data_dir / "d.csv"), start=start)
+    assert fragment in str(info.value), str(info.value)
+
+
+def test_start_accepts_one_number_for_a_vector(data_dir):
+    df = pd.read_csv(data_dir / "d.csv")
+    spec = loads_model(_likelihood_model("alpha + x @ beta"), name="m")
+    ref = mle_ppl.fit(spec, data=df)
+    fit = mle_ppl.fit(spec, data=df, start={"beta": 0.5, "sigma": 3})
+    # the same maximum from another start (Newton to 1e-10 in log-likelihood units)
+    np.testing.assert_allclose(fit.theta, ref.theta, rtol=1e-7)
+
+
+# ------------------------------------------------------------------ 5. no library chatter
+def test_missing_values_in_a_python_model_file(tmp_path, data_dir):
+    # PyMC's ImputationWarning must not reach stderr; the refusal names the variable and row
+    (tmp_path / "m.py").write_text(textwrap.dedent("""
+        import pymc as pm
+        def build(data):
+            with pm.Model() as m:
+                a = pm.Flat("a"); s = pm.HalfFlat("s")
+                pm.Normal("y", a, s, observed=data["y"].to_numpy())
+            return m
+        """))
+    df = pd.read_csv(data_dir / "d.csv")
+    df.loc[6, "y"] = np.nan
+    df.to_csv(tmp_path / "d.csv", index=False)
+    res = subprocess.run([sys.executable, "-m", "mle_ppl", "fit", "m.py", "--data", "d.csv"],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert res.returncode == 2 and res.stdout == ""
+    assert "Warning" not in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "'y': 1 value(s), row(s) [6]" in res.stderr

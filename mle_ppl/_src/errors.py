@@ -66,3 +66,20 @@ def first_line(err: BaseException) -> str:
     """The first line of an exception's message (its type name if the message is empty)."""
     s = str(err).strip()
     return s.splitlines()[0] if s else type(err).__name__
+
+
+def rows_text(rows, limit: int = 5) -> str:
+    """``"row(s) [2, 7] (0-based; 3, 8 counting from 1)"``: rows for messages, unambiguous.
+
+    Row numbers are 0-based like a pandas DataFrame's default index; counting from 1 they are
+    the data lines of a CSV file after its header.
+
+    Examples
+    --------
+    >>> rows_text([2])
+    'row(s) [2] (0-based; 3 counting from 1)'
+    """
+    rows = [int(r) for r in rows]
+    shown, more = rows[:limit], (" ..." if len(rows) > limit else "")
+    return (f"row(s) {shown}{more} (0-based; {', '.join(str(r + 1) for r in shown)}{more} "
+            "counting from 1)")

@@ -16,8 +16,9 @@ from mle_ppl._src.engine.estimate import Convergence, DataSource, Estimate
 from mle_ppl._src.engine.likelihood import DEFAULT_MODE, likelihood_for
 from mle_ppl._src.engine.objective import Objective
 from mle_ppl._src.engine.optimize import OptimResult, get_method
+from mle_ppl._src.engine.start import explain_nonfinite_start, start_vector
 from mle_ppl._src.engine.uncertainty import diagnose
-from mle_ppl._src.errors import DataError, MLEError
+from mle_ppl._src.errors import DataError, MLEError, first_line, rows_text
 
 
 def _check_finite(name: str, value: np.ndarray) -> None:
@@ -29,8 +30,8 @@ def _check_finite(name: str, value: np.ndarray) -> None:
         rows = np.unique(np.argwhere(bad)[:, 0]) if arr.ndim else np.array([0])
         kind = "NaN" if np.isnan(arr[bad]).any() else "infinite"
         raise DataError(
-            f"data variable {name} has {int(bad.sum())} {kind} value(s), first at row(s) "
-            f"{rows[:5].tolist()}. Drop or impute those rows before fitting.")
+            f"data variable {name} has {int(bad.sum())} {kind} value(s), first at "
+            f"{rows_text(rows)}. Drop or impute those rows before fitting.")
 
 
 def check_model_data(model: pm.Model) -> None:
@@ -67,8 +68,10 @@ def _shape_error(model: pm.Model, err: Exception) -> DataError:
             shapes[var.name] = tuple(np.shape(var.get_value()))
     desc = ", ".join(f"{k} {v}" for k, v in shapes.items())
     return DataError(
-        f"the data shapes do not fit together ({desc}): {str(err).splitlines()[0]}. Check that "
-        "every data variable has one row per observation.")
+        f"the model's shapes do not fit together when the likelihood is evaluated: "
+        f"{first_line(err)} (data shapes: {desc}). Check the shapes of the parameters and data "
+        "in each observed variable's parameters (e.g. a coefficient vector's length against "
+        "the columns it multiplies).")
 
 
 def resolve_model(model, data) -> tuple[pm.Model, str, Any, Any]:
@@ -206,14 +209,8 @@ def _fit(pm_model, name, table, spec, optimizer, *, how=None, method, likelihood
                         progress=progress, random=random)
     pm_model = lik.model
     x0 = lik.x0()
-    if start:
-        unknown = set(start) - {b.name for b in lik.blocks}
-        if unknown:
-            raise MLEError(f"start= names unknown parameters {sorted(unknown)}; the model's "
-                           f"parameters are {[b.name for b in lik.blocks]}.")
-        vals = lik.constrained(x0)
-        vals.update({k: np.asarray(v, dtype=float) for k, v in start.items()})
-        x0 = lik.unconstrain(vals)
+    if start is not None:
+        x0 = start_vector(lik, x0, start)  # MLEErrors naming the parameter
     t0 = time.perf_counter()
     try:
         f0, g0 = lik.value_and_grad(x0)
@@ -223,6 +220,7 @@ def _fit(pm_model, name, table, spec, optimizer, *, how=None, method, likelihood
         raise _shape_error(pm_model, err) from None
     start_value = (x0, f0, g0)
     if not np.isfinite(f0):
+        explain_nonfinite_start(lik, x0)  # data outside the support: rows, values, support
         x0 = _finite_start(lik, x0)
     kwargs = {"tol": tol, "learning_rate": learning_rate, "n_obs": lik.count_obs(x0),
               "bounded": lik.bounded, "start_value": start_value}
@@ -295,9 +293,10 @@ def _finite_start(lik: Objective, x0: np.ndarray) -> np.ndarray:
                     cand[b.slice] = x0[b.slice]
             if np.isfinite(lik.value(cand)):
                 return cand
-    raise DataError("the log-likelihood is -inf or NaN at the starting point and nearby; check "
-                    "that the data lie in the support of the distribution (e.g. counts >= 0, "
-                    "0/1 outcomes for Bernoulli), or give start= values.")
+    raise DataError("the log-likelihood is -inf or NaN at the starting point and nearby, "
+                    "although every row has a finite likelihood somewhere: give starting values "
+                    "(start= in Python, start = ... in a model file's [parameters]) where the "
+                    "model fits the data.")
 
 
 def _assemble(lik: Objective, res: OptimResult, *, name, table, spec, t0, warn, method,
@@ -319,7 +318,7 @@ def _assemble(lik: Objective, res: OptimResult, *, name, table, spec, t0, warn, 
                         (lambda: lik.perfect_counts(x)) if hasattr(lik, "perfect_counts")
                         else (lambda: lik.pointwise(x))),
                     discrete_outcome=lik.discrete_outcome, n_obs=n_obs,
-                    loglik=loglik)
+                    loglik=loglik, method=method)
     inner = getattr(lik, "warn_inner", None)  # mixed models: the inner Newton's failures
     found = list(diag.warnings) + (inner(x, res.converged) if inner is not None else [])
     if warn:

@@ -31,7 +31,7 @@ from pytensor.compile.mode import get_mode
 from mle_ppl._src.engine import diskcache
 from mle_ppl._src.engine.compiled import DataFunction, lift_data
 from mle_ppl._src.engine.objective import ParamBlock
-from mle_ppl._src.errors import ModelError
+from mle_ppl._src.errors import DataError, ModelError, rows_text
 
 #: Distributions accepted as "flat on their support" for free variables.
 FLAT_OPS = ("FlatRV", "HalfFlatRV", "UniformRV")
@@ -188,6 +188,25 @@ def _support(model: pm.Model, rv) -> tuple[float, float]:
     return -np.inf, np.inf
 
 
+def _missing_rows(model: pm.Model, unobserved) -> str:
+    """``"'y': 2 value(s), row(s) [1, 3]"`` from PyMC's imputation mask (or just the name)."""
+    from pytensor.graph.traversal import ancestors
+    from pytensor.tensor.variable import TensorConstant
+
+    name = unobserved.name.removesuffix("_unobserved")
+    try:
+        for var in ancestors([model[name]]):
+            node = var.owner
+            if (node is not None and node.inputs[1:2] == [unobserved] and len(node.inputs) > 2
+                    and isinstance(node.inputs[2], TensorConstant)
+                    and type(node.op).__name__ in ("AdvancedIncSubtensor", "AdvancedSetSubtensor")):
+                rows = np.flatnonzero(np.asarray(node.inputs[2].data))
+                return f"{name!r}: {rows.size} value(s), {rows_text(rows)}"
+    except Exception:  # noqa: BLE001 - PyMC internals: fall back to the name alone
+        pass
+    return repr(name)
+
+
 def check_model(model: pm.Model, *, likelihood_only: bool) -> list[str]:
     """Check that ``model`` describes a likelihood with flat priors; return notes for the result.
 
@@ -228,11 +247,13 @@ def check_structure(model: pm.Model) -> None:
             "the model has no observed variable, so there is no likelihood to maximise. "
             "Give the outcome as `observed=` in its distribution."
         )
-    imputed = [rv.name for rv in model.free_RVs if rv.name.endswith("_unobserved")]
+    imputed = [rv for rv in model.free_RVs if rv.name.endswith("_unobserved")]
     if imputed:
-        raise ModelError(
-            f"the observed data contain missing values (PyMC created {imputed} to impute them). "
-            "Maximum likelihood here needs complete data: drop or impute those rows first."
+        where = "; ".join(_missing_rows(model, rv) for rv in imputed)
+        raise DataError(
+            f"the observed data contain missing values ({where}); PyMC would treat them as "
+            "parameters. Maximum likelihood here needs complete data: drop or impute those rows "
+            "first."
         )
     discrete = [rv.name for rv in model.free_RVs if "int" in rv.dtype]
     if discrete:

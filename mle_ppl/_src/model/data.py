@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mle_ppl._src.errors import DataError, did_you_mean
+from mle_ppl._src.errors import DataError, did_you_mean, rows_text
 from mle_ppl._src.model.names import find_column
 
 #: Data file formats read by :func:`read_table`, by suffix.
@@ -173,8 +173,9 @@ def _column(table: pd.DataFrame, col: str, item: DataItem, file: str | None) -> 
     return table[col]
 
 
-def _bad_rows(mask: np.ndarray) -> list[int]:
-    return np.flatnonzero(mask)[:5].tolist()
+def _bad_rows(mask: np.ndarray) -> str:
+    """``"[3] (0-based; 4 counting from 1)"``: the first bad rows, for messages."""
+    return rows_text(np.flatnonzero(mask)).removeprefix("row(s) ")
 
 
 def _numeric(series: pd.Series, col: str, item: DataItem, file: str | None,
@@ -242,7 +243,7 @@ def _categorical(labels: np.ndarray, item: DataItem, file: str | None, fixed=Non
         unknown = [v for v in present if v not in levels]
         if unknown:
             rows = _bad_rows(~np.isin(labels, levels))
-            raise DataError(f"{where}: column {col!r} has value(s) {unknown[:5]} (row(s) {rows}) "
+            raise DataError(f"{where}: column {col!r} has value(s) {unknown[:5]} at row(s) {rows} "
                             f"that are not among the declared levels {list(levels)}. Add them to "
                             "levels or drop those rows.")
         absent = [v for v in levels if v not in present]

@@ -158,7 +158,21 @@ class Expression:
             raise
         except Exception as err:  # noqa: BLE001 - PyTensor's shape/type errors are the file's
             msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise _fail(self.where, f"cannot build {self.text!r}: {msg}") from None
+            shapes = ", ".join(f"{n} {shape_text(env[n])}" for n in sorted(self.names)
+                               if n in env)
+            raise _fail(self.where, f"cannot build {self.text!r}: {msg}"
+                        + (f" (shapes: {shapes}; n = rows of the data)" if shapes else "")
+                        ) from None
+
+
+def shape_text(value) -> str:
+    """A value's static shape for messages: ``(n, 2)``, with ``n`` for the rows (unknown)."""
+    shape = getattr(getattr(value, "type", None), "shape", None)
+    if shape is None:
+        return "(scalar)" if isinstance(value, int | float) else "(?)"
+    dims = ["n" if i == 0 and d is None else "?" if d is None else str(d)
+            for i, d in enumerate(shape)]
+    return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
 
 
 def _syntax_tree(text: str, where: str) -> ast.Expression:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from mle_ppl._src.errors import DataError, ModelFileError, did_you_mean
+from mle_ppl._src.errors import DataError, ModelFileError, did_you_mean, rows_text
 from mle_ppl._src.model.literals import check_numbers
 from mle_ppl._src.model.names import find_column, normalize
 
@@ -307,7 +307,7 @@ def design_matrix(rhs: str, table: pd.DataFrame, *, file: str | None,
             bad = s.isna().to_numpy()
         if bad.any():
             raise DataError(f"{where}: column {c!r} has {int(bad.sum())} missing or infinite "
-                            f"value(s), first at row(s) {np.flatnonzero(bad)[:5].tolist()}. "
+                            f"value(s), first at {rows_text(np.flatnonzero(bad))}. "
                             "Drop or impute those rows before fitting.")
     try:
         mm = model_matrix(formula, sub, na_action="raise", output="pandas")

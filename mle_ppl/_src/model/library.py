@@ -73,13 +73,7 @@ def loads_model(text: str, *, name: str = "model", base: Path | None = None) -> 
     ('mu', 'sigma')
     """
     file = f"<{name}>"
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise ModelFileError(f"model file {file!r}: invalid TOML: {err}") from None
-    except (TypeError, RecursionError, MemoryError) as err:
-        raise ModelFileError(f"model file {file!r}: invalid TOML: {type(err).__name__}"
-                             ) from None
+    doc = _parse_toml_text(text, file)
     path = (base / f"{name}.toml") if base is not None else None
     spec = spec_from_toml(doc, path=path, file=file)
     model = doc.get("model")
@@ -103,12 +97,35 @@ def _load_toml(path: Path) -> ModelSpec:
     except OSError as err:
         raise ModelFileError(f"cannot read model file {str(path)!r}: {err.strerror}") from None
     try:
-        doc = tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ModelFileError(f"model file {path.name!r} is not UTF-8 text.") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ModelFileError(f"model file {path.name!r} is not UTF-8 text (byte {err.start} "
+                             "cannot be decoded).") from None
+    return spec_from_toml(_parse_toml_text(text, path.name), path=path, file=path.name)
+
+
+def _parse_toml_text(text: str, file: str) -> dict:
+    """``tomllib.loads`` with every way it can fail on hostile text as a ModelFileError.
+
+    Besides syntax errors: arrays or tables nested thousands deep exhaust Python's recursion
+    limit, and an integer of more than 4300 digits exceeds Python's int-from-text limit
+    (``ValueError``).
+    """
+    where = f"model file {file!r}: invalid TOML"
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise ModelFileError(f"model file {path.name!r}: invalid TOML: {err}") from None
-    return spec_from_toml(doc, path=path, file=path.name)
+        raise ModelFileError(f"{where}: {err}") from None
+    except RecursionError:
+        raise ModelFileError(f"{where}: arrays or tables are nested too deeply (thousands of "
+                             "levels); a model file needs at most a few.") from None
+    except ValueError as err:  # int() of more than 4300 digits
+        what = ("an integer has more than 4300 digits" if "digits" in str(err)
+                else first_line(err))
+        raise ModelFileError(f"{where}: {what}; numbers in a model file must be ordinary "
+                             "floats or integers.") from None
+    except (TypeError, MemoryError) as err:
+        raise ModelFileError(f"{where}: {type(err).__name__}") from None
 
 
 def _load_python(path: Path) -> ModelSpec:

@@ -218,11 +218,18 @@ class ModelSpec:
                 for it in self._items:
                     arr = bound.arrays[it.name]
                     dims = (OBS_DIM,) if arr.ndim == 1 else (OBS_DIM, self._dim(it.dim))
-                    env[it.name] = pm.Data(containers[it.name], arr, dims=dims)
+                    data = pm.Data(containers[it.name], arr, dims=dims)
+                    # static column counts (rows stay free for set_data): a shape mismatch in
+                    # an expression is then an error at build time, naming its key
+                    env[it.name] = pt.specify_shape(data, (None, *arr.shape[1:]))
                 for p in self._params:
                     prior = (priors or {}).get(p.name)
                     p = replace(p, dims=tuple(self._dim(d) for d in p.dims))
                     rv = make_param(p, prior, file)
+                    size = (tuple(len(coords[d]) for d in p.dims) if p.dims
+                            else p.shape if p.shape else ())
+                    if rv.ndim == len(size):
+                        rv = pt.specify_shape(rv, size)
                     env[p.name] = _pad_reference(rv, p.dims, ref_index)
                 for r in self._randoms:
                     rdims = (self._dim(r.group),) + (
@@ -250,6 +257,7 @@ class ModelSpec:
                         else:
                             kwargs[k] = e
                     obs = env[lk.observed]
+                    _check_param_shapes(lk, kwargs, obs, bound.n, file)
                     dims = ((OBS_DIM,) if obs.ndim == 1
                             else (OBS_DIM, self._dim(self._item(lk.observed).dim)))
                     try:
@@ -276,8 +284,17 @@ class ModelSpec:
         return next(it for it in self._items if it.name == name)
 
     def _call_build(self, table, priors):
+        import warnings
+
+        from pymc.exceptions import ImputationWarning
+
         try:
-            model = self._build(table, priors=priors) if priors is not None else self._build(table)
+            with warnings.catch_warnings():
+                # missing observed values are refused by the fit with their rows
+                # (engine.likelihood.check_model); PyMC's notice would only repeat it on stderr
+                warnings.simplefilter("ignore", ImputationWarning)
+                model = (self._build(table, priors=priors) if priors is not None
+                         else self._build(table))
         except MLEError:
             raise
         except KeyError as err:
@@ -294,6 +311,38 @@ class ModelSpec:
                                  f"pymc.Model, got {type(model).__name__}.")
         return model
 
+
+
+def _check_param_shapes(lk: LikelihoodDecl, kwargs: Mapping[str, Any], obs, n: int,
+                        file: str) -> None:
+    """Each parameter of an elementwise distribution must broadcast to the observed data.
+
+    Checked on static shapes (column counts and parameter sizes are known when the model is
+    built), so ``mu = "alpha + beta"`` with ``beta`` of size 2 against 50 rows is an error naming
+    ``likelihood.y.mu`` rather than a shape error deep in the first evaluation.
+    """
+    op = getattr(lk.distribution.cls, "rv_op", None)
+    if getattr(op, "ndim_supp", None) != 0 or any(getattr(op, "ndims_params", [1])):
+        return  # vector-valued parameters (Categorical p, MvNormal): PyMC checks them
+    want = (n, *obs.type.shape[1:])
+    for k, value in kwargs.items():
+        shape = getattr(getattr(value, "type", None), "shape", None)
+        if shape is None:
+            continue
+        bad = len(shape) > len(want) or any(
+            a is not None and b is not None and a not in (1, b)
+            for a, b in zip(reversed(shape), reversed(want), strict=False))
+        if bad:
+            from mle_ppl._src.model.expressions import shape_text
+
+            expr = dict(lk.params).get(k)
+            text = getattr(expr, "text", k)
+            obs_text = "(" + ", ".join(map(str, want)) + ("," if len(want) == 1 else "") + ")"
+            raise ModelFileError(
+                f"{key_where(file, f'{lk.key}.{k}')}: {text!r} has shape {shape_text(value)}, "
+                f"which does not match the data {lk.observed!r} of shape {obs_text} (one value "
+                "per row). Use parameters with dims of the data (e.g. x @ beta), or index "
+                "them by a categorical (alpha[group]).")
 
 
 def _pad_reference(rv, dims: tuple[str, ...], ref_index: Mapping[str, int]):

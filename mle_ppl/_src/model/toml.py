@@ -11,6 +11,7 @@ returns a :class:`ModelDecl`; :class:`~mle_ppl.ModelSpec` (:mod:`.spec`) builds 
 from __future__ import annotations
 
 import math
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,6 +27,8 @@ from mle_ppl._src.model.expressions import (
     parse_distribution_call,
     parse_expression,
 )
+from mle_ppl._src.model.literals import int_text
+from mle_ppl._src.model.names import normalize
 from mle_ppl._src.model.random import RandomDecl, parse_random
 
 #: The dim of the observations (rows of the data table).
@@ -105,13 +108,52 @@ def key_where(file: str, key: str) -> str:
     return f"model file {file!r}, key {key}"
 
 
+#: Short, recursion-safe reprs of user values for messages (a list nested 900 deep, a string
+#: of a million characters).
+_REPR = reprlib.Repr(maxlevel=3, maxstring=60, maxother=60, maxlist=6, maxdict=6)
+
+
+def _show(value) -> str:
+    if type(value) is int and abs(value) > 10**20:
+        return f"the integer {int_text(value)}"
+    return _REPR.repr(value)
+
+
 def _is_number(v) -> bool:
-    return type(v) in (int, float) and math.isfinite(v)
+    return type(v) in (int, float)
+
+
+def _number(v, file: str, key: str) -> float:
+    """A TOML number as a finite float (an integer of 400 digits does not fit one)."""
+    if type(v) is int:
+        try:
+            return float(v)
+        except OverflowError:
+            raise _err(file, key, f"the integer {int_text(v)} is too large for a number here "
+                                  "(floats end at 1.8e308).") from None
+    if type(v) is float and math.isfinite(v):
+        return v
+    raise _err(file, key, f"expected a finite number, got {_show(v)}.")
+
+
+def _normalize_table(section: Any, file: str, key: str) -> Any:
+    """NFKC-normalised keys (µ is μ, as in Python); two keys that become one are refused."""
+    if not isinstance(section, dict):
+        return section
+    out: dict = {}
+    for k, v in section.items():
+        nk = normalize(k)
+        if nk in out:
+            raise _err(file, f"{key}.{nk}", f"{nk!r} is declared twice (as "
+                                            f"{[x for x in section if normalize(x) == nk]}; "
+                                            "Python reads them as one name).")
+        out[nk] = v
+    return out
 
 
 def _check_name(name: Any, file: str, key: str) -> str:
     if not isinstance(name, str) or not name.isidentifier() or name.startswith("__"):
-        raise _err(file, key, f"{name!r} is not a valid name: use letters, digits and _ "
+        raise _err(file, key, f"{_show(name)} is not a valid name: use letters, digits and _ "
                               "(not starting with a digit or __).")
     if name in _RESERVED:
         raise _err(file, key, f"{name!r} is reserved (a function or the observation dim); "
@@ -131,7 +173,7 @@ def _as_str_list(v, file: str, key: str) -> tuple[str, ...]:
         return (v,)
     if isinstance(v, list) and v and all(isinstance(x, str) for x in v):
         return tuple(v)
-    raise _err(file, key, f"expected a string or a non-empty list of strings, got {v!r:.80}.")
+    raise _err(file, key, f"expected a string or a non-empty list of strings, got {_show(v)}.")
 
 
 # ------------------------------------------------------------------ TOML parsing
@@ -169,7 +211,7 @@ def _parse_data(section: Any, file: str) -> list[DataItem]:
                 continue
             col = v["column"]
             if not isinstance(col, str):
-                raise _err(file, f"{key}.column", f"expected a column name, got {col!r:.60}.")
+                raise _err(file, f"{key}.column", f"expected a column name, got {_show(col)}.")
             if not categorical:
                 items.append(DataItem(name, key, "vector", (col,)))
                 continue
@@ -209,11 +251,11 @@ def _parse_parameters(section: Any, file: str, dims: Mapping[str, DataItem]) -> 
         _check_name(name, file, key)
         if not isinstance(v, dict):
             raise _err(file, key, f"expected a table such as {{}} or {{ dims = 'x' }} or "
-                                  f"{{ lower = 0 }}, got {v!r:.60}.")
+                                  f"{{ lower = 0 }}, got {_show(v)}.")
         _check_keys(v, PARAMETER_KEYS, file, key)
         pdims: tuple[str, ...] = ()
         if "dims" in v:
-            pdims = _as_str_list(v["dims"], file, f"{key}.dims")
+            pdims = tuple(normalize(d) for d in _as_str_list(v["dims"], file, f"{key}.dims"))
             for d in pdims:
                 if d not in dims:
                     raise _err(file, f"{key}.dims", f"unknown dim {d!r}.{did_you_mean(d, dims)} "
@@ -229,16 +271,14 @@ def _parse_parameters(section: Any, file: str, dims: Mapping[str, DataItem]) -> 
                     or not all(type(i) is int and 1 <= i <= 100_000 for i in s)
                     or math.prod(s) > 1_000_000):
                 raise _err(file, f"{key}.shape", f"expected a positive integer or list of them, "
-                                                 f"got {v['shape']!r:.60}.")
+                                                 f"got {_show(v['shape'])}.")
             if pdims:
                 raise _err(file, key, "give dims or shape, not both.")
             shape = tuple(s)
         bounds = {}
         for b in ("lower", "upper", "start"):
             if b in v:
-                if not _is_number(v[b]):
-                    raise _err(file, f"{key}.{b}", f"expected a finite number, got {v[b]!r:.60}.")
-                bounds[b] = float(v[b])
+                bounds[b] = _number(v[b], file, f"{key}.{b}")
         lo, hi = bounds.get("lower"), bounds.get("upper")
         if lo is not None and hi is not None and not lo < hi:
             raise _err(file, key, f"lower = {lo} must be below upper = {hi}.")
@@ -280,7 +320,8 @@ def _parse_likelihood(section: Any, file: str, data_names: Mapping[str, DataItem
                            f"{list(LIKELIHOOD_KEYS)}.")
         observed = v.get("observed", name)
         if not isinstance(observed, str):
-            raise _err(file, f"{key}.observed", f"expected a [data] name, got {observed!r:.60}.")
+            raise _err(file, f"{key}.observed", f"expected a [data] name, got {_show(observed)}.")
+        observed = normalize(observed)
         if observed not in data_names:
             ref = f"{key}.observed" if "observed" in v else key
             raise _err(file, ref, f"likelihood {name!r} has no data: {observed!r} is not a "
@@ -295,10 +336,10 @@ def _parse_likelihood(section: Any, file: str, data_names: Mapping[str, DataItem
             if isinstance(x, str):
                 params.append((k, parse_expression(x, known=known, where=where)))
             elif _is_number(x):
-                params.append((k, float(x)))
+                params.append((k, _number(x, file, f"{key}.{k}")))
             else:
                 raise _err(file, f"{key}.{k}", f"expected an expression string or a number, "
-                                               f"got {x!r:.60}.")
+                                               f"got {_show(x)}.")
         out.append(LikelihoodDecl(name, key, info, observed, tuple(params)))
     return out
 
@@ -313,7 +354,7 @@ def _parse_priors(section: Any, file: str, params: Mapping[str, ParamDecl]) -> d
             raise _err(file, key, f"{name!r} is not a parameter.{did_you_mean(name, params)} "
                                   f"Parameters are {sorted(params)}.")
         if not isinstance(text, str):
-            raise _err(file, key, f"expected a string such as 'Normal(0, 2.5)', got {text!r:.60}.")
+            raise _err(file, key, f"expected a string such as 'Normal(0, 2.5)', got {_show(text)}.")
         parse_distribution_call(text, where=key_where(file, key))
         out[name] = text
     return out
@@ -339,8 +380,8 @@ def _formula_decls(model: dict, file: str):
                                        f"Links: {list(LINKS)}.")
     for k in ("offset", "exposure", "trials"):
         if k in model and not isinstance(model[k], str):
-            raise _err(file, f"model.{k}", f"expected a column name, got {model[k]!r:.60}.")
-    outcome = lhs if lhs.isidentifier() and lhs not in _RESERVED else "y"
+            raise _err(file, f"model.{k}", f"expected a column name, got {_show(model[k])}.")
+    outcome = normalize(lhs) if lhs.isidentifier() and normalize(lhs) not in _RESERVED else "y"
     if outcome in ("X", "beta", "offset", "exposure", "trials", *family.extra):
         outcome = f"{outcome}_obs"
     items = [DataItem("y", "model.formula", "vector", (lhs,)),
@@ -393,13 +434,17 @@ def parse_toml(doc: Mapping, *, path: Path | None = None, file: str | None = Non
             raise _err(file, section, f"unknown section [{section}]."
                                       f"{did_you_mean(section, SECTIONS)}"
                                       f" Sections: {['[' + s + ']' for s in SECTIONS]}.")
+    # names as Python reads them (NFKC: µ is μ), so that expressions find them
+    doc = {sec: _normalize_table(v, file, sec) if sec in ("data", "parameters", "likelihood",
+                                                          "priors") else v
+           for sec, v in doc.items()}
     model = doc.get("model", {})
     if not isinstance(model, dict):
         raise _err(file, "model", "[model] must be a table.")
     _check_keys(model, SECTIONS["model"], file, "model")
     for k in ("name", "description", "data"):
         if k in model and not isinstance(model[k], str):
-            raise _err(file, f"model.{k}", f"expected a string, got {model[k]!r:.60}.")
+            raise _err(file, f"model.{k}", f"expected a string, got {_show(model[k])}.")
     name = model.get("name") or (path.stem if path is not None else "model")
     description = model.get("description", "")
     if "formula" in model:
