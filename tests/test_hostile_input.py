@@ -461,3 +461,39 @@ def test_missing_values_in_a_python_model_file(tmp_path, data_dir):
     assert "Warning" not in res.stderr and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert "'y': 1 value(s), row(s) [6]" in res.stderr
+
+
+# ------------------------------------------------------------------ 3. messages in CLI words
+@pytest.mark.parametrize("argv, said, not_said", [
+    (["fit", "line.toml"], "--data FILE", "data="),
+    (["fit", "logistic_regression", "--cov", "cluster", "--cluster", "regio"], "--cluster 'regio'",
+     "groups="),
+    (["sample", "logistic_regression", "--prior", "gamma=Normal(0, 1)"], "--prior names 'gamma'",
+     "priors="),
+])
+def test_cli_messages_use_the_options_words(argv, said, not_said, capsys, data_dir):
+    status, out, err = _cli(argv, capsys, data_dir)
+    _assert_one_line_error(status, out, err, argv[0], said)
+    assert not_said not in err
+
+
+@pytest.mark.parametrize("method, hint", [("newton", False), ("gd", True)])
+def test_non_convergence_hint_never_suggests_the_method_used(method, hint, capsys, tmp_path):
+    status, out, err = _cli(["fit", "logistic_regression", "--method", method, "--max-iter", "1",
+                             "--json"], capsys, tmp_path)
+    assert status == 1 and err == ""
+    warnings_ = json.loads(out)["warnings"]
+    text = " ".join(warnings_)
+    assert "did not converge" in text and "--max-iter" in text
+    assert ("--method newton" in text) is hint
+
+
+def test_one_improper_prior_is_singular():
+    import pymc as pm
+
+    with pm.Model() as m:
+        a = pm.Normal("a", 0, 1)
+        pm.Normal("y", a, 1, observed=np.array([0.1, -0.3]))
+    with pytest.raises(mle_ppl.ModelError) as info:
+        mle_ppl.fit(m)
+    assert "a (Normal) has a proper prior" in str(info.value)

@@ -11,7 +11,15 @@ from collections.abc import Iterable
 
 
 class MLEError(ValueError):
-    """Base class of every error caused by the user's model, data or arguments."""
+    """Base class of every error caused by the user's model, data or arguments.
+
+    ``cli``, when given, is the same message worded for the command line (``--prior NAME=DIST``
+    rather than ``priors={...}``); ``mle-ppl`` prints it instead of the Python wording.
+    """
+
+    def __init__(self, *args, cli: str | None = None):
+        super().__init__(*args)
+        self.cli = cli
 
 
 class ModelError(MLEError):

@@ -131,8 +131,10 @@ def with_priors(model: pm.Model, priors: Mapping[str, Any]) -> pm.Model:
     free = {rv.name: rv for rv in model.free_RVs}
     for name in priors:
         if name not in free:
-            raise MLEError(f"priors= names {name!r}, which is not a parameter of the model."
-                           f"{did_you_mean(name, free)} The parameters are {sorted(free)}.")
+            tail = f"{did_you_mean(name, free)} The parameters are {sorted(free)}."
+            raise MLEError(f"priors= names {name!r}, which is not a parameter of the model.{tail}",
+                           cli=f"--prior names {name!r}, which is not a parameter of the "
+                               f"model.{tail}")
     point = model.initial_point()
     shapes = {rv.name: tuple(np.shape(point[model.rvs_to_values[rv].name]))
               for rv in model.free_RVs}
@@ -224,12 +226,15 @@ def require_proper_posterior(flat_model: pm.Model, still_flat: list[str], name: 
     if signs:
         why = " ".join(signs)
         examples = ", ".join(f"{p!r}: 'Normal(0, 2.5)'" for p in still_flat[:2])
+        head = (f"model {name!r}: the likelihood has no finite, isolated maximum ({why}) Under "
+                f"the flat priors of {still_flat} the posterior is then improper (it does not "
+                "integrate to 1), and NUTS would drift and diverge instead of sampling it. Give "
+                "those parameters proper priors, e.g. ")
+        options = " ".join(f"--prior '{p}=Normal(0, 2.5)'" for p in still_flat[:2])
         raise ModelError(
-            f"model {name!r}: the likelihood has no finite, isolated maximum ({why}) Under the "
-            f"flat priors of {still_flat} the posterior is then improper (it does not integrate "
-            "to 1), and NUTS would drift and diverge instead of sampling it. Give those "
-            f"parameters proper priors, e.g. priors={{{examples}}} (or a [priors] table in the "
-            "model file), or pass check_proper=False to sample anyway.")
+            f"{head}priors={{{examples}}} (or a [priors] table in the model file), or pass "
+            "check_proper=False to sample anyway.",
+            cli=f"{head}{options} (or a [priors] table in the model file).")
     return [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
 
 

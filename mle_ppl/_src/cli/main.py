@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             warnings.filterwarnings("ignore", message=r"Data in .* contains missing values")
             status = args._run(args)
     except MLEError as err:
-        print(f"{prefix} {_one_line(err)}", file=sys.stderr)
+        print(f"{prefix} {_one_line(getattr(err, 'cli', None) or err)}", file=sys.stderr)
         status = 2
     except OSError as err:  # missing/unreadable/unwritable files, full or read-only disks
         where = f": {err.filename}" if getattr(err, "filename", None) else _inputs(args)

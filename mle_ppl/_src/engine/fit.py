@@ -93,7 +93,9 @@ def resolve_model(model, data) -> tuple[pm.Model, str, Any, Any]:
             if data is None:
                 raise MLEError(
                     f"model {spec.name!r} names no default data; pass data= (a DataFrame, a "
-                    "mapping of arrays, or a CSV/Parquet path).")
+                    "mapping of arrays, or a CSV/Parquet path).",
+                    cli=f"model {spec.name!r} names no default data; give --data FILE (CSV or "
+                        "Parquet).")
         pm_model, table = spec.model_for(data)
         return pm_model, spec.name, table, spec
     raise MLEError(

@@ -22,6 +22,7 @@ import pytensor.tensor as pt
 from mle_ppl._src.errors import DataError, MLEError, ModelFileError, did_you_mean, first_line
 from mle_ppl._src.model.data import BoundData, DataItem, bind, read_table, suggest
 from mle_ppl._src.model.expressions import Expression, parse_distribution_call
+from mle_ppl._src.model.names import normalize
 from mle_ppl._src.model.priors import make_param
 from mle_ppl._src.model.random import RandomDecl, build_random
 from mle_ppl._src.model.toml import OBS_DIM, LikelihoodDecl, ModelDecl, ParamDecl, key_where
@@ -171,11 +172,14 @@ class ModelSpec:
             return self._call_build(table, None)
         priors = dict(priors or {})
         names = {p.name for p in self._params}
+        priors = {normalize(k): v for k, v in priors.items()}  # µ is μ, as in Python
         for k, text in priors.items():
             if k not in names:
+                tail = f"{did_you_mean(k, names)} Parameters: {sorted(names)}."
                 raise ModelFileError(f"model file {self._file!r}: priors name unknown parameter "
-                                     f"{k!r}.{did_you_mean(k, names)} Parameters: "
-                                     f"{sorted(names)}.")
+                                     f"{k!r}.{tail}",
+                                     cli=f"--prior names {k!r}, which is not a parameter of "
+                                         f"model file {self._file!r}.{tail}")
             parse_distribution_call(text, where=f"model file {self._file!r}, prior of {k!r}")
         model, _ = self._build_pm(self.bind(data), priors=priors)
         return model

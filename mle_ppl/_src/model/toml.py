@@ -436,7 +436,7 @@ def parse_toml(doc: Mapping, *, path: Path | None = None, file: str | None = Non
                                       f" Sections: {['[' + s + ']' for s in SECTIONS]}.")
     # names as Python reads them (NFKC: µ is μ), so that expressions find them
     doc = {sec: _normalize_table(v, file, sec) if sec in ("data", "parameters", "likelihood",
-                                                          "priors") else v
+                                                          "priors", "random") else v
            for sec, v in doc.items()}
     model = doc.get("model", {})
     if not isinstance(model, dict):
