@@ -195,6 +195,14 @@ CLI_MISTAKES = [
     (["compare", "linear_regression", "--level", "nan"], ["--level"]),
     (["compare", "linear_regression", "--laplace-draws", "-1"], ["--laplace-draws"]),
     (["demo", "--max-iter", "0"], ["--max-iter"]),
+    # upper limits: a typo must not become a run that never ends
+    (["fit", "linear_regression", "--starts", "1000000000"], ["--starts", "at most 10,000"]),
+    (["fit", "linear_regression", "--max-iter", "99999999999"], ["--max-iter", "at most"]),
+    (["sample", "linear_regression", "--draws", "100000000000"], ["--draws", "at most"]),
+    (["sample", "linear_regression", "--chains", "100000"], ["--chains", "at most"]),
+    (["fit", "linear_regression", "--memory-budget", "1e999G"], ["--memory-budget"]),
+    (["fit", "linear_regression", "--memory-budget", "9" * 500 + "G"], ["--memory-budget"]),
+    (["fit", "linear_regression", "--memory-budget", "abc"], ["--memory-budget", "'abc'"]),
 ]
 
 

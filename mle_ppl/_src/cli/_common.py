@@ -40,20 +40,31 @@ def _integer(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    v = _integer(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
+def int_range(lo: int, hi: int) -> Callable[[str], int]:
+    """argparse type: an integer from ``lo`` to ``hi``.
+
+    The upper limits keep a typo from becoming a run that never ends (``--starts 10**9``,
+    ``--draws 10**12``); each is far above what a fit or a posterior needs.
+    """
+    def parse(text: str) -> int:
+        v = _integer(text)
+        if not lo <= v <= hi:
+            what = "a positive integer" if lo == 1 else f"an integer >= {lo}"
+            raise argparse.ArgumentTypeError(f"expected {what} (at most {hi:,}), got {v}")
+        return v
+
+    parse.__name__ = f"integer {lo}..{hi}"
+    return parse
 
 
-def nonnegative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    v = _integer(text)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
-    return v
+#: Iteration caps, optimizer starts, draws and chains: generous upper limits.
+MAX_ITER = 10_000_000
+MAX_STARTS = 10_000
+MAX_DRAWS = 10_000_000
+MAX_CHAINS = 256
+
+positive_int = int_range(1, MAX_ITER)  #: --max-iter
+nonnegative_int = int_range(0, MAX_DRAWS)  #: --tune, --laplace-draws
 
 
 def seed(text: str) -> int:
@@ -62,6 +73,18 @@ def seed(text: str) -> int:
     if not 0 <= v <= MAX_SEED:
         raise argparse.ArgumentTypeError(f"expected an integer from 0 to {MAX_SEED}, got {v}")
     return v
+
+
+def memory_size(text: str) -> str:
+    """argparse type: a memory size such as ``500M`` or ``4G`` (checked now, used later)."""
+    from mle_ppl._src.errors import MLEError
+    from mle_ppl._src.model.chunks import memory_budget
+
+    try:
+        memory_budget(text)
+    except MLEError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
 
 
 def positive_float(text: str) -> float:

@@ -28,7 +28,14 @@ full disk), the exit status is 2, nothing is printed and no file is left behind.
 """
 
 def add_arguments(parser) -> None:
-    from mle_ppl._src.cli._common import add_model_arguments, positive_int, seed
+    from mle_ppl._src.cli._common import (
+        MAX_STARTS,
+        add_model_arguments,
+        int_range,
+        memory_size,
+        positive_int,
+        seed,
+    )
     from mle_ppl._src.engine.optimize import METHODS
 
     add_model_arguments(parser)
@@ -50,14 +57,14 @@ def add_arguments(parser) -> None:
                              "information (default) or a sandwich (HC0, HC1, cluster)")
     parser.add_argument("--cluster", metavar="COLUMN", default=None,
                         help="grouping column of the data for --cov cluster")
-    parser.add_argument("--starts", type=positive_int, default=1, metavar="K",
+    parser.add_argument("--starts", type=int_range(1, MAX_STARTS), default=1, metavar="K",
                         help="optimizer starts (1 + K-1 jittered); reports whether they agree")
     parser.add_argument("--seed", type=seed, default=None,
                         help="random seed of the jittered starts (0 to 2**32 - 1)")
-    parser.add_argument("--chunk-rows", type=positive_int, default=None, metavar="N",
+    parser.add_argument("--chunk-rows", type=int_range(1, 2**62), default=None, metavar="N",
                         help="stream Parquet --data (a file, a quoted glob or a directory) in "
                              "chunks of N rows: memory bounded by a chunk")
-    parser.add_argument("--memory-budget", default=None, metavar="SIZE",
+    parser.add_argument("--memory-budget", type=memory_size, default=None, metavar="SIZE",
                         help="Parquet data needing more memory than SIZE (e.g. 4G; default "
                              "$MLE_PPL_MEMORY_BUDGET or 2G) are streamed automatically")
     parser.add_argument("--scheduler", default=None, metavar="ADDRESS",

@@ -25,9 +25,11 @@ OUT_SUFFIXES = (".nc", ".zarr")
 def add_sampling_arguments(parser) -> None:
     """Options shared by ``sample`` and ``compare``."""
     from mle_ppl._src.cli._common import (
+        MAX_CHAINS,
+        MAX_DRAWS,
         add_model_arguments,
+        int_range,
         nonnegative_int,
-        positive_int,
         probability,
         seed,
     )
@@ -39,13 +41,13 @@ def add_sampling_arguments(parser) -> None:
     parser.add_argument("--flat", action="store_true",
                         help="ignore the model file's [priors] table: flat priors everywhere "
                              "(except --prior ones)")
-    parser.add_argument("--draws", type=positive_int, default=1000, metavar="N",
+    parser.add_argument("--draws", type=int_range(1, MAX_DRAWS), default=1000, metavar="N",
                         help="draws per chain (default 1000)")
     parser.add_argument("--tune", type=nonnegative_int, default=1000, metavar="N",
                         help="tuning steps per chain (default 1000)")
-    parser.add_argument("--chains", type=positive_int, default=4, metavar="N",
+    parser.add_argument("--chains", type=int_range(1, MAX_CHAINS), default=4, metavar="N",
                         help="number of chains (default 4)")
-    parser.add_argument("--cores", type=positive_int, default=None, metavar="N",
+    parser.add_argument("--cores", type=int_range(1, MAX_CHAINS), default=None, metavar="N",
                         help="chains run in parallel (default: PyMC's, up to 4)")
     parser.add_argument("--target-accept", type=probability, default=0.8, metavar="P",
                         help="NUTS target acceptance rate (default 0.8)")

@@ -56,8 +56,8 @@ def memory_budget(value: Any = None) -> int:
         if value is None:
             return DEFAULT_MEMORY_BUDGET
     if isinstance(value, int | float) and not isinstance(value, bool):
-        if value <= 0:
-            raise MLEError(f"memory_budget must be positive bytes; got {value}.")
+        if not 0 < value < 2**63:  # also NaN and inf
+            raise MLEError(f"memory_budget must be positive bytes (below 8 EiB); got {value}.")
         return int(value)
     text = str(value).strip().upper().removesuffix("B").removesuffix("I")
     mult = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}.get(text[-1:], 1)
@@ -66,8 +66,9 @@ def memory_budget(value: Any = None) -> int:
     except ValueError:
         raise MLEError(f"memory budget {value!r} is not a size; use bytes or e.g. '500M', "
                        "'4G'.") from None
-    if out <= 0:
-        raise MLEError(f"memory budget {value!r} must be positive.")
+    if not 0 < out < 2**63:  # also NaN and inf ('1e999G')
+        raise MLEError(f"memory budget {str(value)[:40]!r} must be a positive size below 8 EiB "
+                       "(e.g. '500M', '4G').")
     return int(out)
 
 
