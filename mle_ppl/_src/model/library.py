@@ -50,9 +50,34 @@ def list_models() -> list[tuple[str, str]]:
     """
     out = []
     for name, path in bundled_models().items():
-        spec = load_model(path)
-        out.append((name, spec.description.strip().splitlines()[0] if spec.description else ""))
+        desc = _description(path)
+        out.append((name, desc.strip().splitlines()[0] if desc and desc.strip() else ""))
     return out
+
+
+def _description(path: Path) -> str:
+    """A model file's description without building it (no PyMC import, no code run): TOML's
+    ``[model] description``; a Python file's ``DESCRIPTION = "..."`` literal, else its docstring.
+    Falls back to loading the file when the description is not a literal."""
+    import ast
+
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".toml":
+        desc = tomllib.loads(text).get("model", {}).get("description", "")
+        if isinstance(desc, str):
+            return desc
+    else:
+        tree = ast.parse(text)
+        for node in tree.body:
+            if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                    and isinstance(node.targets[0], ast.Name)
+                    and node.targets[0].id == "DESCRIPTION"):
+                if isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+                    return node.value.value
+                break  # computed: ask the loaded module
+        else:
+            return ast.get_docstring(tree, clean=False) or ""
+    return load_model(path).description
 
 
 def loads_model(text: str, *, name: str = "model", base: Path | None = None) -> ModelSpec:
