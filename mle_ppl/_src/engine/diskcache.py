@@ -209,7 +209,7 @@ def store(key: str, fn) -> bool:
         return False
     tmp = None
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)  # pickles: private to the user
         fd, tmp = tempfile.mkstemp(dir=root, prefix=".tmp-", suffix=".pkl")
         with os.fdopen(fd, "wb") as fh:
             pickle.dump((_MAGIC, key, fn), fh, protocol=pickle.HIGHEST_PROTOCOL)
