@@ -505,3 +505,15 @@ def test_one_improper_prior_is_singular():
     with pytest.raises(mle_ppl.ModelError) as info:
         mle_ppl.fit(m)
     assert "a (Normal) has a proper prior" in str(info.value)
+
+
+def test_micro_sign_in_prior_names_of_a_pm_model():
+    import pymc as pm
+
+    from mle_ppl._src.bayes.sample import with_priors
+
+    with pm.Model() as m:
+        mu = pm.Flat(MU)
+        pm.Normal("y", mu, 1, observed=np.array([0.2, -0.1]))
+    m2 = with_priors(m, {MICRO: "Normal(0, 3)"})  # typed with the micro sign
+    assert type(m2[MU].owner.op).__name__ == "NormalRV"

@@ -33,6 +33,7 @@ from mle_ppl._src.errors import (
     SeparationWarning,
     did_you_mean,
 )
+from mle_ppl._src.model.names import normalize
 
 #: Free-variable distributions that are improper (flat) priors.
 IMPROPER_OPS = ("FlatRV", "HalfFlatRV")
@@ -129,6 +130,10 @@ def with_priors(model: pm.Model, priors: Mapping[str, Any]) -> pm.Model:
     from pymc.model.fgraph import ModelFreeRV, fgraph_from_model, model_free_rv, model_from_fgraph
 
     free = {rv.name: rv for rv in model.free_RVs}
+    # names as Python reads them (NFKC: µ is μ), matched to the model's variable names
+    spelled = {normalize(n): n for n in free}
+    priors = {spelled.get(normalize(k), k) if isinstance(k, str) else k: v
+              for k, v in priors.items()}
     for name in priors:
         if name not in free:
             tail = f"{did_you_mean(name, free)} The parameters are {sorted(free)}."

@@ -51,6 +51,13 @@ def int_text(value: int) -> str:
     return f"{'-' if value < 0 else ''}{digits[:6]}… ({len(digits)} digits)"
 
 
+def _quote(text: str, limit: int = 80) -> str:
+    """``text`` quoted for a message, shortened in the middle of a long expression."""
+    if len(text) > limit:
+        text = text[: limit - 25] + " … " + text[-20:]
+    return repr(text)
+
+
 def _is_constant(node: ast.AST) -> bool:
     """Numbers combined by arithmetic only (no names, no calls): Python would fold it."""
     if isinstance(node, ast.Constant):
@@ -131,10 +138,10 @@ overflows (its value is beyond 1.8e308); numbers in expressions must be finite f
         v = node.value
         if type(v) is int and abs(v) > MAX_INT:
             raise ModelFileError(
-                f"{prefix}the integer {int_text(v)} in {text!r:.80} is too large: integers may "
+                f"{prefix}the integer {int_text(v)} in {_quote(text)} is too large: integers may "
                 f"be at most 2**53 = {MAX_INT}; write large numbers as floats, e.g. 1e20.")
         if type(v) is float and not math.isfinite(v):
-            raise ModelFileError(f"{prefix}the number {_snippet(node)} in {text!r:.80} is not "
+            raise ModelFileError(f"{prefix}the number {_snippet(node)} in {_quote(text)} is not "
                                  "finite (floats end at 1.8e308).")
     todo = [tree]
     while todo:
@@ -144,7 +151,7 @@ overflows (its value is beyond 1.8e308); numbers in expressions must be finite f
                 _fold(node)
             except _NotFinite as why:
                 raise ModelFileError(
-                    f"{prefix}the constant {_snippet(node)} in {text!r:.80} {why}; numbers in "
+                    f"{prefix}the constant {_snippet(node)} in {_quote(text)} {why}; numbers in "
                     "expressions must be finite floats.") from None
             continue  # its parts are folded with it
         todo.extend(ast.iter_child_nodes(node))
