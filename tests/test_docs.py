@@ -74,6 +74,14 @@ def documents(fit):
     return [fit.to_dict(), fit.to_dict(ci="profile")]
 
 
+@pytest.fixture(scope="module")
+def mixed_document():
+    """The fit document of a mixed model (adds the random_effects section)."""
+    import mle_ppl
+
+    return mle_ppl.fit("binomial_mixed").to_dict()
+
+
 def run_cli(capsys, *argv) -> tuple[int, dict]:
     from mle_ppl._src.cli import main
 
@@ -98,8 +106,12 @@ def stand_in_posterior(fit):
 
 
 # ---------------------------------------------------------------------------- docs/json.md
-def test_fit_document_matches_json_md(documents):
-    same(keys_of(documents), "json.md", "fit")
+def test_fit_document_matches_json_md(documents, mixed_document):
+    same(keys_of([*documents, mixed_document]), "json.md", "fit")
+    re_doc = mixed_document["random_effects"]
+    same(re_doc, "json.md", "fit.random_effects")
+    same(keys_of(re_doc["modes"].values()), "json.md", "fit.random_effects.modes")
+    assert set(re_doc["variance_parameters"]) <= set(mixed_document["parameters"])
     same(keys_of(e for d in documents for e in d["parameters"].values()), "json.md",
          "fit.parameters")
     same(keys_of(d["diagnostics"] for d in documents), "json.md", "fit.diagnostics")
@@ -110,7 +122,7 @@ def test_fit_document_matches_json_md(documents):
     same(keys_of(closed["rows"]), "json.md", "closed_form.rows")
 
 
-def test_json_md_types_match_values(documents):
+def test_json_md_types_match_values(documents, mixed_document):
     """The type column of the fit tables agrees with the values (null only where allowed)."""
     python_types = {"string": str, "integer": int, "number": float, "boolean": bool,
                     "object": dict, "null": type(None)}
@@ -129,6 +141,10 @@ def test_json_md_types_match_values(documents):
 
     for d in documents:
         check(d, "fit")
+    check(mixed_document["random_effects"], "fit.random_effects")
+    for entry in mixed_document["random_effects"]["modes"].values():
+        check(entry, "fit.random_effects.modes")
+    for d in documents:
         check(d["diagnostics"], "fit.diagnostics")
         for entry in d["parameters"].values():
             check(entry, "fit.parameters")

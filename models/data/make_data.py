@@ -8,7 +8,8 @@ Real public-domain data:
   ``statsmodels.datasets.stackloss``).
 - ``iris.csv``: Fisher's (1936) iris measurements (public domain; from scikit-learn's copy).
 
-Simulated data (seeded, so the files are reproducible bit for bit): every other table. The true
+Simulated data (seeded, so the files are reproducible bit for bit): every other table
+(``reaction_times.csv`` and ``herd_incidence.csv``, for the mixed models, by ``mixed()``). The true
 parameter values are written next to each simulation below.
 
 Usage: ``python models/data/make_data.py`` (needs numpy, pandas, statsmodels, scikit-learn).
@@ -94,6 +95,40 @@ def simulated():
                                                                 index=False)
 
 
+def mixed():
+    """Grouped data for the mixed models (own generator: the tables above stay bit for bit)."""
+    rng = np.random.default_rng(SEED + 14)
+
+    # linear mixed model (sleep-study-like design, simulated): 18 subjects x 10 days,
+    # reaction = 251 + 10.5 days + a_s + b_s days + N(0, 25^2),
+    # (a_s, b_s) ~ MvNormal(0, SDs 24 and 6, correlation 0.1)
+    n_subj, days = 18, np.arange(10)
+    sd, rho = np.array([24.0, 6.0]), 0.1
+    cov = np.outer(sd, sd) * np.array([[1, rho], [rho, 1]])
+    ab = rng.multivariate_normal(np.zeros(2), cov, size=n_subj)
+    rows = []
+    for s in range(n_subj):
+        y = 251 + 10.5 * days + ab[s, 0] + ab[s, 1] * days + rng.normal(0, 25, size=days.size)
+        rows += [{"subject": f"S{s + 1:02d}", "days": int(d), "reaction": round(float(v), 4)}
+                 for d, v in zip(days, y, strict=True)]
+    pd.DataFrame(rows).to_csv(HERE / "reaction_times.csv", index=False)
+
+    # binomial GLMM (cbpp-like design, simulated): 15 herds x 4 periods,
+    # incidence ~ Binomial(size, sigmoid(-1.4 + [0, -1.0, -1.1, -1.6][period] + u_herd)),
+    # u_herd ~ N(0, 0.65^2)
+    n_herd, effect = 15, np.array([0.0, -1.0, -1.1, -1.6])
+    u = rng.normal(0, 0.65, size=n_herd)
+    rows = []
+    for h in range(n_herd):
+        for per in range(4):
+            size = int(rng.integers(5, 30))
+            p = 1 / (1 + np.exp(-(-1.4 + effect[per] + u[h])))
+            rows.append({"herd": f"H{h + 1:02d}", "period": per + 1, "size": size,
+                         "incidence": int(rng.binomial(size, p))})
+    pd.DataFrame(rows).to_csv(HERE / "herd_incidence.csv", index=False)
+
+
 if __name__ == "__main__":
     real_data()
     simulated()
+    mixed()

@@ -25,6 +25,7 @@ import pandas as pd
 import xarray as xr
 from scipy import stats
 
+from mle_ppl._src.bayes.compare_random import RE_COLUMNS, random_effects_rows
 from mle_ppl._src.bayes.sample import sampling_problems
 from mle_ppl._src.errors import MLEError, SamplingWarning
 
@@ -58,6 +59,8 @@ class Comparison:
     priors: MappingProxyType  #: the posterior's prior per variable ("Flat", "Normal(0, 2.5)")
     notes: tuple[str, ...]  #: departures from the MLE, in words
     warnings: tuple[str, ...]  #: sampling and LOO diagnostics
+    #: mixed models: random-effect modes beside their posterior (columns ``RE_COLUMNS``)
+    random_effects: pd.DataFrame | None = field(default=None, repr=False)
 
     @property
     def table(self) -> pd.DataFrame:
@@ -80,8 +83,12 @@ class Comparison:
         params = {}
         for lab, row in self._table.iterrows():
             params[lab] = {c: (bool(row[c]) if c == "agrees" else _num(row[c])) for c in COLUMNS}
+        re_rows = None
+        if self.random_effects is not None:
+            re_rows = {lab: {c: _num(row[c]) for c in RE_COLUMNS}
+                       for lab, row in self.random_effects.iterrows()}
         return {"model": self.model_name, "level": self.level, "priors": dict(self.priors),
-                "parameters": params,
+                "parameters": params, "random_effects": re_rows,
                 "model_stats": {k: _num(v) for k, v in self.model_stats.items()},
                 "notes": list(self.notes), "warnings": list(self.warnings)}
 
@@ -115,6 +122,11 @@ class Comparison:
                                "display.max_columns", 30):
             body = self._columns_for_display().to_string()
         model = "\n".join(f"{k:>26}: {v}" for k, v in self._model_rows())
+        if self.random_effects is not None:
+            with pd.option_context("display.float_format", "{:.4g}".format, "display.width",
+                                   200, "display.max_rows", 30):
+                body += ("\n\nRandom effects: empirical-Bayes modes (MLE) vs posterior\n"
+                         + self.random_effects.to_string())
         notes = "".join(f"\nNote: {n}" for n in self.notes)
         warn = "".join(f"\nWARNING: {w}" for w in self.warnings)
         return f"{head}\n\n{body}\n\n{model}{notes}{warn}"
@@ -289,8 +301,13 @@ def compare(fit, posterior: xr.DataTree, *, level: float = 0.95, laplace_draws: 
     }, index=pd.Index(list(fit.labels), name="label"))
 
     notes: list[str] = []
-    flat = all(v in ("Flat", "HalfFlat") or v.startswith("Uniform") for v in priors.values())
-    if not np.all(np.isfinite(se)):
+    re_table, re_notes = random_effects_rows(fit, posterior, level)
+    boundary = set(fit.random_effects.boundary) if fit.random_effects is not None else set()
+    re_names = set(fit.random_effects.names) if fit.random_effects is not None else set()
+    flat = all(v in ("Flat", "HalfFlat") or v.startswith("Uniform") for k, v in priors.items()
+               if k not in re_names)  # random effects keep their own distribution
+    off_boundary = np.array([lab not in boundary for lab in fit.labels], dtype=bool)
+    if not np.all(np.isfinite(se[off_boundary])):
         notes.append("the MLE has no finite standard errors (" + "; ".join(fit.warnings)
                      + "): the Wald interval and the SE-scaled checks are NaN; the posterior "
                      "columns still describe the posterior.")
@@ -308,6 +325,7 @@ def compare(fit, posterior: xr.DataTree, *, level: float = 0.95, laplace_draws: 
                "sample, skewness, or a boundary), so the Wald interval is less reliable than "
                "the posterior's or a profile interval")
         notes.append(f"{lab}: {' and '.join(parts)}; {why}.")
+    notes += re_notes
 
     problems = [str(p) for p in sampling_problems(posterior, [b.name for b in
                                                              fit.likelihood.blocks])]
@@ -341,4 +359,4 @@ def compare(fit, posterior: xr.DataTree, *, level: float = 0.95, laplace_draws: 
             warnings.warn(f"model {fit.model_name!r}: {msg}", SamplingWarning, stacklevel=2)
     return Comparison(model_name=fit.model_name, level=float(level), _table=table,
                       model_stats=MappingProxyType(mstats), priors=MappingProxyType(priors),
-                      notes=tuple(notes), warnings=all_warnings)
+                      notes=tuple(notes), warnings=all_warnings, random_effects=re_table)

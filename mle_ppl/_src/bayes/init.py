@@ -103,6 +103,10 @@ def mle_nuts_setup(mle, model) -> tuple[NutsSetup | None, str | None]:
         return None, "the likelihood could not be maximised here"
     if not mle.converged:
         return None, "the MLE did not converge"
+    boundary = getattr(getattr(mle, "random_effects", None), "boundary", ())
+    if boundary:
+        return None, (f"{', '.join(boundary)} = 0 at the MLE (a boundary fit), which is no "
+                      "start inside the posterior's support")
     cov = np.asarray(mle.cov_unconstrained, dtype=float)
     if cov.size == 0 or not np.all(np.isfinite(cov)):
         return None, "the MLE has no finite covariance (" + "; ".join(mle.warnings) + ")"
@@ -112,7 +116,9 @@ def mle_nuts_setup(mle, model) -> tuple[NutsSetup | None, str | None]:
         return None, "the inverse observed information is not positive definite"
     values = {v.name: v for v in model.value_vars}
     blocks = list(mle.likelihood.blocks)
-    if len(blocks) != len(values):
+    re_ = getattr(mle, "random_effects", None)
+    re_names = tuple(re_.names) if re_ is not None else ()
+    if len(blocks) + len(re_names) != len(values):
         return None, "the sampled model has other free variables than the likelihood"
     point = model.initial_point()
     for b in blocks:
@@ -121,7 +127,27 @@ def mle_nuts_setup(mle, model) -> tuple[NutsSetup | None, str | None]:
                           f"variable is not {b.value_name!r} of size {b.size})")
     theta = np.asarray(mle.theta, dtype=float)
     initvals = {b.name: theta[b.slice].reshape(b.shape) for b in blocks}
+    mean = np.asarray(mle.x, dtype=float).copy()
+    value_names = tuple(b.value_name for b in blocks)
+    if re_names:
+        # random effects start at their conditional modes, with their sdreport variances
+        # (uncorrelated with the parameters in the initial mass matrix; tuning adapts it)
+        sizes = [np.size(point.get(n, ())) for n in re_names]
+        var = np.asarray(re_.std_err, dtype=float) ** 2
+        if any(n not in values for n in re_names) or sum(sizes) != len(re_.mode):
+            return None, "the random effects are parametrised differently in the sampled model"
+        if not np.all(np.isfinite(var) & (var > 0)):
+            return None, "the random effects' conditional modes have no finite variance"
+        modes = np.asarray(re_.mode, dtype=float)
+        offs = np.cumsum([0, *sizes])
+        for n, a, z in zip(re_names, offs[:-1], offs[1:], strict=True):
+            initvals[n] = modes[a:z].reshape(np.shape(point[n]))
+        mean = np.concatenate([mean, modes])
+        p, q = cov.shape[0], len(modes)
+        full = np.zeros((p + q, p + q))
+        full[:p, :p], full[p:, p:] = cov, np.diag(var)
+        cov = full
+        value_names += re_names
     rho = max_abs_correlation(cov)
-    return NutsSetup(initvals=initvals, value_names=tuple(b.value_name for b in blocks),
-                     mean=np.asarray(mle.x, dtype=float).copy(), cov=cov, dense=rho >
-                     DENSE_CORRELATION, max_correlation=rho), None
+    return NutsSetup(initvals=initvals, value_names=value_names, mean=mean, cov=cov,
+                     dense=rho > DENSE_CORRELATION, max_correlation=rho), None

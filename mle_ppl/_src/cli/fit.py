@@ -246,10 +246,41 @@ def _fit_renderables(result, head: list[str], *, ci: str, cov_type: str, groups)
                                                width, lead="Maximum-likelihood fit:")))
     tab, title = _inference_table(result, ci=ci, cov_type=cov_type, groups=groups)
     ci_label = "95% profile" if ci == "profile" else "95% Wald"
-    items += [Text(""), _ui.fit_table(result, title=title, tab=tab, ci_label=ci_label)]
+    re_ = result.random_effects
+    if re_ is None:
+        items += [Text(""), _ui.fit_table(result, title=title, tab=tab, ci_label=ci_label)]
+    else:  # mixed model: fixed effects, then the variance components in their own table
+        vp = [lab for lab in re_.variance_params if lab in tab.index]
+        items += [Text(""), _ui.fit_table(result, title=f"Fixed effects: {title}",
+                                          tab=tab.drop(index=vp), ci_label=ci_label),
+                  Text(""), variance_table(result, tab.loc[vp], ci_label=ci_label)]
     items += [Text(f"WARNING: {w}") for w in result.warnings]
     items += [Text(f"Note: {n}") for n in result.notes]
     return items
+
+
+def variance_table(result, tab, *, ci_label: str = "95% Wald"):
+    """The variance components of a mixed model (rows of ``tab``) as a :class:`FitTable`:
+    the parameters of the random effects' distributions, with a note at a boundary (σ̂ = 0)."""
+    from mle_ppl._src.cli._table import Col, FitTable, Num
+
+    re_ = result.random_effects
+    counts: dict[str, int] = {}
+    for lab in re_.labels:
+        var = lab.split("[", 1)[0]
+        counts[var] = counts.get(var, 0) + 1
+    effects = ", ".join(f"{v} ({counts.get(v, 0)} modes)" for v in re_.names)
+    title = (f"Variance components of the random effects {effects}, integrated out "
+             f"({re_.method}); modes in fit.random_effects and --json")
+    cols = [Col("parameter", "label"), Col("estimate"), Col("std. error"),
+            Col(f"{ci_label} lower"), Col(f"{ci_label} upper"), Col("note", "text")]
+    rows = []
+    for lab, r in tab.iterrows():
+        note = ("boundary (singular) fit: estimate 0, a maximum on the boundary; SE NaN, "
+                "one-sided profile interval (--ci profile)" if lab in re_.boundary else "")
+        rows.append([str(lab), Num(r.estimate, 6, 4), Num(r.std_err, 6, 3),
+                     Num(r.ci_lower, 6, 3), Num(r.ci_upper, 6, 3), note])
+    return FitTable(cols, rows, title=title)
 
 
 def _print_renderables(items) -> None:
