@@ -699,9 +699,15 @@ distribution and flat priors on the fixed effects and variance parameters; `mle_
 puts the marginal MLE and the random effects' modes beside the posterior.
 """),
     code('''
-SAMPLING = dict(draws=500, tune=500, chains=2, cores=1, random_seed=1)
-glmm_post = mle_ppl.sample("binomial_mixed", priors="flat", **SAMPLING)
-glmm_cmp = mle_ppl.compare(glmm_fit, glmm_post, laplace_draws=0)
+import warnings
+
+SAMPLING = dict(draws=1000, tune=1000, chains=2, cores=1, random_seed=1)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always", mle_ppl.SamplingWarning)
+    glmm_post = mle_ppl.sample("binomial_mixed", priors="flat", **SAMPLING)
+    glmm_cmp = mle_ppl.compare(glmm_fit, glmm_post, laplace_draws=0, warn=False)
+for w in caught:  # short chains: print the sampler's diagnostics rather than hide them
+    print("sampling diagnostic:", w.message)
 glmm_cmp
 '''),
     md("""
@@ -717,8 +723,6 @@ $\\tau$ is **0**: a legitimate maximum on the boundary (lme4's "singular fit"), 
 with no standard error. The posterior of $\\tau$ under a flat prior is not at 0.
 """),
     code('''
-import warnings
-
 schools = pd.DataFrame({"school": list("ABCDEFGH"), "y": [28.0, 8, -3, 7, -1, 1, 18, 12],
                         "sigma": [15.0, 10, 16, 11, 9, 11, 10, 18]})
 eight = mle_ppl.loads_model("""
@@ -742,10 +746,9 @@ eight_fit
 '''),
     code('''
 with warnings.catch_warnings(record=True) as caught:
-    warnings.simplefilter("always")
-    # NUTS cannot start at tau = 0 (the MLE) and uses PyMC's default start, whose compilation
-    # notes that a HalfFlat has no sampler of its own; the funnel of this centred model may
-    # leave sampling diagnostics, which we print rather than hide
+    warnings.simplefilter("always", mle_ppl.SamplingWarning)
+    # NUTS cannot start at tau = 0 (the MLE) and uses PyMC's default start; the funnel of this
+    # centred model may leave sampling diagnostics, which we print rather than hide
     eight_post = mle_ppl.sample(eight, schools, draws=1500, tune=1000, chains=2, cores=1,
                                 target_accept=0.95, random_seed=3)
     eight_cmp = mle_ppl.compare(eight_fit, eight_post, laplace_draws=0, warn=False)

@@ -281,3 +281,23 @@ def test_toml_correlated_bad_input():
         mle_ppl.loads_model(TOML_CORRELATED.replace('dims = ["g", "effect"]', 'dims = "g"'))
     with pytest.raises(ModelFileError, match=r"formula.*random"):
         mle_ppl.loads_model('[model]\nformula = "y ~ x"\n[random]\nu = {}\n')
+
+
+@pytest.mark.slow  # a Laplace fit: ~40 s on a loaded 2-core machine
+def test_formula_random_intercept_fit_matches_statsmodels_mixedlm():
+    """End to end: the formula's (1 | g) term fitted by the engine is MixedLM's maximum."""
+    import statsmodels.formula.api as smf
+
+    rng = np.random.default_rng(7)
+    g = np.repeat(np.arange(12), 8)
+    x = rng.normal(size=g.size)
+    df = pd.DataFrame({"y": 2 + 0.7 * x + rng.normal(0, 1.5, 12)[g] + rng.normal(size=g.size),
+                       "x": x, "g": [f"c{i:02d}" for i in g]})
+    fit = _formula("y ~ x + (1 | g)").model_for(df)[0]
+    fit = mle_ppl.fit(fit)
+    ref = smf.mixedlm("y ~ x", df, groups=df["g"]).fit(reml=False)
+    # issue 14's bar: loglik 1e-6 relative, fixed effects 1e-6, variance components 1e-4
+    assert fit.loglik == pytest.approx(ref.llf, rel=1e-6)
+    np.testing.assert_allclose(fit.values["beta"], ref.fe_params, rtol=1e-6)
+    assert fit.estimates["sd_g"] ** 2 == pytest.approx(ref.cov_re.iloc[0, 0], rel=1e-4)
+    assert fit.estimates["sigma"] ** 2 == pytest.approx(ref.scale, rel=1e-4)

@@ -412,7 +412,11 @@ def sample(
             random_seed = int(seeds[1])
     with warnings.catch_warnings():
         # PyMC's own convergence messages are logged (quiet=True silences them); we report
-        # diagnostics once, as SamplingWarning, below.
+        # diagnostics once, as SamplingWarning, below. PyTensor's numba backend says when it
+        # runs a draw from a flat prior (HalfFlat) in object mode, for PyMC's start points:
+        # not the user's concern.
+        warnings.filterwarnings("ignore", message="Numba will use object mode",
+                                category=UserWarning)
         idata = pm.sample(
             draws=int(draws), tune=int(tune), chains=int(chains), cores=cores,
             random_seed=random_seed, progressbar=progress, quiet=not progress,
