@@ -100,6 +100,11 @@ def _print_comparison(cmp, result, plots, init) -> None:
     con.print()
     con.print(_ui.comparison_table(cmp))
     con.print()
+    if cmp.random_effects is not None:  # mixed model: empirical-Bayes modes vs posterior
+        con.print(_ui.frame_table(cmp.random_effects, title="Random effects: conditional "
+                                  "modes (empirical Bayes) vs posterior (full Bayes)",
+                                  index_name="random effect"))
+        con.print()
     con.print(_ui.packed([f"{k} {v}" for k, v in cmp._model_rows()], con.width,
                          lead="model:"), markup=False, soft_wrap=True)
     for n in cmp.notes:
