@@ -160,3 +160,37 @@ def test_cli_fit_bad_grouping_column_is_one_line(capsys, tmp_path):
                           str(tmp_path / "schools.csv"))
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and "grouping column 'school'" in err and "one level" in err
+
+
+def test_nuts_starts_at_the_mle_and_the_random_effect_modes():
+    """init='mle' on a mixed model: the chains start at theta-hat and at the conditional modes,
+    with the modes' sdreport variances in the initial mass matrix; a boundary fit cannot start
+    there (tau = 0 is log tau = -inf) and says so."""
+    from mle_ppl._src.bayes.init import mle_nuts_setup
+
+    glmm = mle_ppl.fit("binomial_mixed", warn=False)
+    spec = mle_ppl.load_model("binomial_mixed")
+    model = spec.build_model(spec.default_data(), priors=spec.priors)
+    setup, why = mle_nuts_setup(glmm, model)
+    assert why is None
+    re_ = glmm.random_effects
+    np.testing.assert_array_equal(setup.initvals["u"], re_.mode)
+    assert setup.initvals["sd_herd"] == pytest.approx(glmm.estimates["sd_herd"])
+    assert setup.value_names[-1] == "u" and len(setup.mean) == glmm.n_params + len(re_.mode)
+    np.testing.assert_array_equal(setup.mean[-len(re_.mode):], re_.mode)
+    np.testing.assert_allclose(np.diag(setup.cov)[-len(re_.mode):], re_.std_err**2)
+    eight = mle_ppl.loads_model(MODEL, name="eight_schools")
+    eight_fit = mle_ppl.fit(eight, EIGHT_SCHOOLS, warn=False)
+    setup, why = mle_nuts_setup(eight_fit, eight.model_for(EIGHT_SCHOOLS)[0])
+    assert setup is None and "tau = 0 at the MLE (a boundary fit)" in why
+
+
+@pytest.mark.slow
+def test_cli_compare_prints_the_random_effects_beside_their_posterior(capsys):
+    code, out, err = _cli(capsys, "compare", "binomial_mixed", "--flat", "--draws", "100",
+                          "--tune", "100", "--chains", "1", "--seed", "1",
+                          "--laplace-draws", "0")
+    assert code in (0, 1) and err == ""
+    assert "Random effects: conditional modes (empirical Bayes) vs posterior" in out
+    rows = [line for line in out.splitlines() if line.startswith("u[")]
+    assert len(rows) == 15
