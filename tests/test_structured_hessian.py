@@ -131,3 +131,17 @@ def test_poisson_hessian_matches_statsmodels():
     params = sm.GLM(Y_CNT, Xc, family=sm.families.Poisson()).fit().params
     ref = -sm.Poisson(Y_CNT, Xc).hessian(params)
     np.testing.assert_allclose(lik.hessian(params), ref, rtol=1e-10, atol=1e-10)
+
+
+def test_bundled_model_file_uses_the_structured_hessian():
+    """Model files pin parameter shapes (SpecifyShape): the predictors are still found."""
+    import mle_ppl
+
+    fit = mle_ppl.fit("logistic_regression", warn=False)
+    lik = fit.likelihood
+    gen = Likelihood(lik.model, mode=lik.mode)
+    gen._hessian_kind = "generic"
+    H = lik.hessian(fit.x)
+    assert lik.hessian_kind == "structured"
+    Hg = gen.hessian(fit.x)
+    np.testing.assert_allclose(H, Hg, rtol=0, atol=1e-10 * np.abs(Hg).max())

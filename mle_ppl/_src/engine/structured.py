@@ -49,12 +49,14 @@ def _const_int(var):
 
 def _param_range(v, x) -> tuple[int, int] | None:
     """``(start, stop)`` if ``v`` is the 1-D slice ``x[start:stop]`` (through a reshape)."""
-    from pytensor.tensor.shape import Reshape
+    from pytensor.tensor.shape import Reshape, SpecifyShape
     from pytensor.tensor.subtensor import Subtensor
 
     if v.ndim != 1:
         return None
     node = v.owner
+    while node is not None and isinstance(node.op, SpecifyShape):  # model files pin shapes
+        node = node.inputs[0].owner
     if node is not None and isinstance(node.op, Reshape):
         node = node.inputs[0].owner
         if node is None or node.outputs[0].ndim != 1:
