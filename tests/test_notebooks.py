@@ -28,7 +28,7 @@ ALL = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
 def test_the_five_notebooks_exist():
     assert ALL == ["01_mle_is_least_squares.ipynb", "02_mle_is_cross_entropy.ipynb",
                    "03_mle_vs_bayes.ipynb", "04_your_own_model.ipynb",
-                   "05_random_effects.ipynb"]
+                   "05_random_effects.ipynb", "06_big_data.ipynb"]
 
 
 def test_notebooks_match_their_generator_and_have_no_outputs():

@@ -76,7 +76,9 @@ def chunk_sums(spec, lik, chunk, what: str, x: np.ndarray, groups=None) -> Any:
             pw = lik.pointwise(x)
             return (sum(int(np.sum(v > -1e-9)) for v in pw.values()),
                     sum(int(v.size) for v in pw.values()))
-        S = lik.scores(x)
+        # scores in blocks of rows: the compiled per-row Jacobian holds a rows x rows
+        # intermediate for a matrix product (X @ beta), so a whole chunk would not fit
+        S = np.concatenate([lik.scores(x) for _ in _row_blocks(spec, lik, chunk)])
     if what == "meat":
         return S.T @ S
     if what == "cluster":
@@ -89,6 +91,22 @@ def chunk_sums(spec, lik, chunk, what: str, x: np.ndarray, groups=None) -> Any:
         np.add.at(Sg, inv, S)
         return labels, Sg
     raise ValueError(what)
+
+
+#: Rows per block of per-row scores (memory ~ SCORE_ROWS**2 x parameters x 8 bytes).
+SCORE_ROWS = 256
+
+
+def _row_blocks(spec, lik, chunk):
+    """Swap consecutive blocks of :data:`SCORE_ROWS` rows of ``chunk`` into the model."""
+    from dataclasses import replace
+
+    b = chunk.bound
+    for start in range(0, b.n, SCORE_ROWS):
+        arrays = {k: v[start:start + SCORE_ROWS] for k, v in b.arrays.items()}
+        m = min(SCORE_ROWS, b.n - start)
+        activate(spec, lik, replace(chunk, bound=replace(b, arrays=arrays, n=m), n=m))
+        yield m
 
 
 def _add(total, part, what):
