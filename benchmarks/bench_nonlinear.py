@@ -53,7 +53,7 @@ TIGHT = {"xtol": 1e-15, "ftol": 1e-15, "gtol": 1e-15}
 
 def _canonical(name, b):
     b = np.asarray(b, dtype=float)
-    if name == "Lanczos" and np.all(np.isfinite(b)):
+    if name.startswith("Lanczos") and np.all(np.isfinite(b)):
         pairs = sorted(zip(b[0::2], b[1::2], strict=True), key=lambda p: p[1])
         return np.array([v for p in pairs for v in p])
     return b

@@ -30,7 +30,8 @@ NOT_SOLVED = {
     ("Poly10", "near"): "double precision cannot resolve",
 }
 #: Cases that take over ~10 s on two shared cores (long valleys, saddle escapes, runaways).
-SLOW = {("MGH10", "start1"), ("MGH09", "start1"), ("Lanczos", "start1")}
+SLOW = {("MGH10", "start1"), ("MGH09", "start1"), ("Lanczos", "start1"), ("Lanczos1", "start1"),
+        ("Lanczos1", "start2")}
 
 _MODELS: dict[str, pm.Model] = {}
 
@@ -45,7 +46,7 @@ def _canonical(name, b):
     """Lanczos: the three exponentials are interchangeable; order the (amplitude, rate) pairs by
     rate before comparing (a fit at the optimum may return them in any order)."""
     b = np.asarray(b, dtype=float)
-    if name == "Lanczos":
+    if name.startswith("Lanczos"):
         pairs = sorted(zip(b[0::2], b[1::2], strict=True), key=lambda p: p[1])
         return np.array([v for p in pairs for v in p])
     return b
@@ -61,19 +62,27 @@ def test_hard_problem(name, start):
         fit = mle_ppl.fit(_model(name), start=dict(zip(prob.names, prob.starts[start],
                                                        strict=True)), warn=False)
     est = _canonical(name, [fit.estimates[k] for k in prob.names])
-    got = digits(np.r_[est, fit.estimates["sigma"]], np.r_[_canonical(name, ref.b), ref.sigma])
+    got = digits(est, _canonical(name, ref.b))
+    got_sigma = digits(fit.estimates["sigma"], ref.sigma)
     if (name, start) in NOT_SOLVED:
         assert not fit.converged and not fit.trustworthy
         assert NOT_SOLVED[name, start] in " ".join(fit.warnings)
         assert fit.std_errors.isna().all()
         return
     # converged means right: >= 8 significant digits against the 80-digit reference (the
-    # optimizer's final test is a step below 1e-6 standard errors; the references are exact to
-    # ~1e-25, so the tolerance is the optimizer's, not the reference's)
+    # optimizer's final test is a step below 1e-6 standard errors, or 0.1 SE where rounding
+    # stops progress; the references are exact to ~1e-25, so the tolerance is the optimizer's)
     assert fit.converged and fit.trustworthy, fit.warnings
     assert got >= 8, f"{name} from {start}: {got:.1f} digits"
-    # the log-likelihood at the MLE: -n/2 (log(2 pi RSS/n) + 1), RSS from the reference
     n = prob.y.size
+    if name == "Lanczos1":
+        # exact data: residuals ~1e-13 of y ~ 1 carry float64 rounding of ~1e-16 each (1e-3
+        # relative), so sigma-hat, and the log-likelihood through log sigma, are known to ~3
+        # digits by any double-precision method
+        assert got_sigma >= 2
+        return
+    assert got_sigma >= 8, f"{name} from {start}: sigma {got_sigma:.1f} digits"
+    # the log-likelihood at the MLE: -n/2 (log(2 pi RSS/n) + 1), RSS from the reference
     np.testing.assert_allclose(fit.loglik, -n / 2 * (np.log(2 * np.pi * ref.rss / n) + 1),
                                rtol=1e-12, atol=1e-9)
 

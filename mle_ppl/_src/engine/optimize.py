@@ -115,6 +115,11 @@ STALL_RTOL = 1e-12
 STEP_SE = 1e-6
 #: Rounds of leaving a saddle or degenerate stationary point before accepting it.
 ESCAPES = 3
+#: Where rounding stops progress (FLOOR_RUN iterations without a decrease of the NLL beyond its
+#: rounding) with a positive definite information and a Newton step left below ROUND_SE
+#: standard errors, the fit has converged as far as double precision allows.
+ROUND_SE = 0.1
+FLOOR_RUN = 5
 #: Scaled eigenvalue (relative) below which the information is singular in double precision;
 #: SINGULAR_RUN non-converged iterations in a row there end the fit with that diagnosis.
 RANK_EPS = 1e-14
@@ -178,6 +183,7 @@ def newton(objective, x0, *, tol=1e-10, max_iter=MAX_ITER, refine=8,
     ran_loop = ()
     x_window = None  # the iterate STALL_WINDOW iterations ago
     singular_run = 0  # consecutive iterations with a numerically singular information
+    floor_run = 0  # consecutive iterations at the rounding floor
     full_step = False  # the last accepted step was an interior Newton step the model predicted
     for it in range(1, max_iter + 1):
         if (full_step and refine and _pd(w)
@@ -238,6 +244,18 @@ def newton(objective, x0, *, tol=1e-10, max_iter=MAX_ITER, refine=8,
                 converged = True
                 message = "Newton decrement below tolerance"
                 break
+        # the rounding floor: data fitted to ~1e-13 (Lanczos-type exact data) leave a Newton
+        # step of 1e-3 to 0.05 SE that rounding in the NLL and gradient never lets shrink
+        floor_run = floor_run + 1 if (
+            keep.all() and len(history) > 1
+            and history[-2] - f <= 1e3 * EPS * max(1.0, abs(f))
+            and np.max(_step_in_se(g, d, w, V)) <= ROUND_SE) else 0
+        if floor_run >= FLOOR_RUN:
+            converged = True
+            message = (f"converged to the rounding level of the log-likelihood (the Newton step "
+                       f"left is below {ROUND_SE:g} standard errors, and rounding stops it "
+                       "shrinking)")
+            break
         polished = False
         accepted = False
         full_step = False
