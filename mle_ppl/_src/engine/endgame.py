@@ -90,8 +90,8 @@ def shake(x, d, seed=0, scale=1e-3):
 def ran_off(x, x_start, x_first, bounded, d, w, V):
     """Coordinates that ran off: involved in a flat direction at ``x`` and far from the start.
 
-    ``x_first`` is the first accepted iterate: an unbounded coordinate that starts at 0 is
-    measured against its size there (a linear model's first step lands on its optimum).
+    An unbounded coordinate is measured against its size at the start, or, when it starts at 0,
+    at ``x_first``, the first accepted iterate (a linear model's first step lands on its optimum).
     """
     dirs = flat_directions(d, w, V)
     if not dirs:
@@ -104,7 +104,7 @@ def ran_off(x, x_start, x_first, bounded, d, w, V):
             if bounded[i]:
                 far = abs(x[i] - x_start[i]) > RUNAWAY_LOG
             else:
-                ref = max(abs(x_start[i]), abs(x_first[i]))
+                ref = abs(x_start[i]) if x_start[i] != 0 else abs(x_first[i])
                 far = abs(x[i]) > RUNAWAY_RATIO * ref
             if far:
                 out.add(int(i))
@@ -125,7 +125,8 @@ def running_off(x, x_window, x_start, x_first, bounded, rise):
 
 
 def _far(x, x_start, x_first, bounded):
-    ref = np.maximum(np.abs(x_start), np.abs(x_first if x_first is not None else x_start))
+    ref = np.where(x_start != 0, np.abs(x_start),
+                   np.abs(x_first if x_first is not None else x_start))
     return np.where(bounded, np.abs(x - x_start) > RUNAWAY_LOG, np.abs(x) > RUNAWAY_RATIO * ref)
 
 

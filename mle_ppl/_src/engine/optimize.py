@@ -247,10 +247,18 @@ def newton(objective, x0, *, tol=1e-10, max_iter=MAX_ITER, refine=8,
         # the rounding floor: data fitted to ~1e-13 (Lanczos-type exact data) leave a Newton
         # step of 1e-3 to 0.05 SE that rounding in the NLL and gradient never lets shrink
         floor_run = floor_run + 1 if (
-            keep.all() and len(history) > 1
+            keep.all() and not endgame.needs_check(w) and len(history) > 1
             and history[-2] - f <= 1e3 * EPS * max(1.0, abs(f))
             and np.max(_step_in_se(g, d, w, V)) <= ROUND_SE) else 0
         if floor_run >= FLOOR_RUN:
+            # a plateau where the data say nothing about a parameter that ran far from its
+            # start (SE larger than the value) is a runaway, not a rounding floor
+            se = d * np.sqrt(np.sum(V**2 / w, axis=1))
+            far = endgame.far_from_start(x, x_start, x if x_first is None else x_first, bounded)
+            ran_loop = tuple(i for i in far if se[i] > abs(x[i]))
+            if ran_loop and runaway:
+                message = "the log-likelihood is flat along them"
+                break
             converged = True
             message = (f"converged to the rounding level of the log-likelihood (the Newton step "
                        f"left is below {ROUND_SE:g} standard errors, and rounding stops it "
