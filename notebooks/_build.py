@@ -866,8 +866,10 @@ import statsmodels.formula.api as smf
 
 ref = smf.logit("y ~ x1 + x2 + C(region)", table).fit(
     disp=0, cov_type="cluster", cov_kwds={"groups": table["shop"]})
-pd.DataFrame({"streamed": np.sqrt(np.diag(streamed.robust_cov("cluster", groups="shop"))),
-              "statsmodels": ref.bse.rename(lambda name: f"beta[{name}]")})"""),
+cov = streamed.robust_cov("cluster", groups="shop")
+pd.DataFrame({"streamed": pd.Series(np.sqrt(np.diag(cov)), index=cov.index),
+              "statsmodels": ref.bse.rename(lambda name: f"beta[{name}]")}
+             ).loc[list(in_memory.labels)]"""),
     md("""
 What needs every row's value at once does not, and says so: a nonparametric bootstrap
 resamples rows, so it raises `NotAvailable` (an `MLEError`):
@@ -912,7 +914,7 @@ ax.set_yticks(np.arange(len(labels)), labels)
 ax.axvline(0, color="grey", lw=0.8)
 ax.set_xlabel("estimate (95% Wald interval)")
 ax.set_title("One likelihood, three ways to read the data")
-ax.legend(loc="lower right")
+ax.legend(loc="upper center")
 fig.tight_layout()
 fig"""),
     md("Shut the cluster down when done:"),

@@ -364,3 +364,19 @@ def test_streamed_memory_is_bounded_by_the_chunk(tmp_path):
     top_st, st = peak(lambda: mle_ppl.fit(spec, data=tmp_path, chunk_rows=5_000))
     _same(st, mem)
     assert top_st < 0.25 * top_mem, (top_st, top_mem)
+
+
+def test_random_effects_on_chunked_data_say_not_available(tmp_path):
+    rng = np.random.default_rng(2)
+    g = rng.integers(0, 5, size=200)
+    df = pd.DataFrame({"g": g.astype(str), "x": rng.normal(size=200)})
+    df["y"] = 1 + df.x + rng.normal(size=5)[g] + rng.normal(size=200)
+    df.to_parquet(tmp_path / "d.parquet")
+    (tmp_path / "re.toml").write_text(
+        '[data]\ny = "y"\nx = "x"\ng = { column = "g", categorical = true }\n'
+        '[parameters]\nb0 = {}\nb1 = {}\nsd_u = { lower = 0 }\nsigma = { lower = 0 }\n'
+        '[random]\nu = { distribution = "Normal", mu = 0, sigma = "sd_u", dims = "g" }\n'
+        '[likelihood]\ny = { distribution = "Normal", mu = "b0 + b1 * x + u[g]", '
+        'sigma = "sigma" }\n')
+    with pytest.raises(NotAvailable, match=r"random effects \(u\).*Fit it in memory"):
+        mle_ppl.fit(tmp_path / "re.toml", data=tmp_path, chunk_rows=50)

@@ -314,6 +314,18 @@ class StreamBackend:
                 "chunks": self.n_chunks if self.n_chunks is not None else self.source.n_chunks}
 
 
+def refuse_random_effects(model) -> None:
+    """Chunked data: the Laplace-marginal objective (random effects) is not summed by chunks."""
+    from mle_ppl._src.engine.random_effects import classify
+
+    roles = classify(model)
+    if roles.random:
+        names = ", ".join(roles.random)
+        raise NotAvailable(f"the model has random effects ({names}): their Laplace-marginal "
+                           "likelihood is not evaluated on streamed or Dask data (a group's rows "
+                           "may span chunks). Fit it in memory.")
+
+
 def resolve_chunk_mode(mode: str, lik_model, rows: int, elements: int) -> str:
     """``"auto"``: the Python-VM mode only when a whole chunk is small (as in memory)."""
     if mode != "auto":
@@ -331,6 +343,7 @@ def streamed_objective(spec, data, *, chunk_rows: int, likelihood_only: bool, mo
     if first is None:
         raise DataError(f"the Parquet data {str(data)!r} have no rows.")
     model = spec.model_for_bound(first.bound)
+    refuse_random_effects(model)
     elements = sum(int(np.size(a)) for a in first.bound.arrays.values())
     lik = likelihood_for(model, likelihood_only=likelihood_only,
                          mode=resolve_chunk_mode(mode, model, first.n, elements))

@@ -33,7 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from mle_ppl._src.engine.chunked import ChunkedObjective, chunk_sums, resolve_chunk_mode
+from mle_ppl._src.engine.chunked import (ChunkedObjective, chunk_sums, refuse_random_effects,
+                                         resolve_chunk_mode)
 from mle_ppl._src.engine.likelihood import likelihood_for
 from mle_ppl._src.errors import DataError
 
@@ -222,6 +223,7 @@ def dask_objective(spec, ddf, *, likelihood_only: bool, mode: str) -> ChunkedObj
         raise DataError("the Dask DataFrame has no rows; a fit needs at least one observation.")
     head = dask.compute(dask.delayed(_head)(bound[nonempty[0]], 64))[0]
     model = spec.model_for_bound(head.bound)
+    refuse_random_effects(model)
     width = sum(int(np.prod(a.shape[1:], dtype=int)) for a in head.bound.arrays.values())
     resolved = resolve_chunk_mode(mode, model, max(ns), max(ns) * width)
     lik = likelihood_for(model, likelihood_only=likelihood_only, mode=resolved)
