@@ -33,8 +33,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from mle_ppl._src.engine.chunked import (ChunkedObjective, chunk_sums, refuse_random_effects,
-                                         resolve_chunk_mode)
+from mle_ppl._src.engine.chunked import (
+    ChunkedObjective,
+    chunk_sums,
+    refuse_random_effects,
+    resolve_chunk_mode,
+)
 from mle_ppl._src.engine.likelihood import likelihood_for
 from mle_ppl._src.errors import DataError
 
