@@ -251,8 +251,9 @@ def _fit_renderables(result, head: list[str], *, ci: str, cov_type: str, groups)
         items += [Text(""), _ui.fit_table(result, title=title, tab=tab, ci_label=ci_label)]
     else:  # mixed model: fixed effects, then the variance components in their own table
         vp = [lab for lab in re_.variance_params if lab in tab.index]
-        items += [Text(""), _ui.fit_table(result, title=f"Fixed effects: {title}",
-                                          tab=tab.drop(index=vp), ci_label=ci_label),
+        fixed_title = title.replace("Estimates", "Fixed effects", 1)
+        items += [Text(""), _ui.fit_table(result, title=fixed_title, tab=tab.drop(index=vp),
+                                          ci_label=ci_label),
                   Text(""), variance_table(result, tab.loc[vp], ci_label=ci_label)]
     items += [Text(f"WARNING: {w}") for w in result.warnings]
     items += [Text(f"Note: {n}") for n in result.notes]
