@@ -106,7 +106,8 @@ def test_eight_schools_posterior_is_not_at_zero(spec, fit):
     cmp = mle_ppl.compare(fit, post, laplace_draws=0, warn=False)
     tau_median, u_means = _grid_posterior()
     tau_draws = post["posterior"]["tau"].values.ravel()
-    # grid median 4.9; NUTS median within 25 % (ESS ~200 on the funnel)
+    # grid median 5.24; NUTS median within 25 % (ESS ~200 on the funnel, which it misses below
+    # tau ~ 1, so its median is higher)
     assert np.median(tau_draws) == pytest.approx(tau_median, rel=0.25)
     assert np.quantile(tau_draws, 0.05) > 0.3  # the posterior is not at 0
     re_tab = cmp.random_effects
