@@ -48,8 +48,8 @@ def test_nonlinear_benchmark_table_from_saved_run():
     proc = subprocess.run([sys.executable, str(script), "--from-json", str(saved)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "| mle-ppl | 19 | 19 | 0 | 4 |" in proc.stdout
+    assert "| mle-ppl | 21 | 21 | 0 | 4 |" in proc.stdout
     rows = json.loads(saved.read_text())["rows"]
     mine = [r for r in rows if r["tool"] == "mle-ppl"]
-    assert len(mine) == 23
+    assert len(mine) == 25
     assert all(r["digits"] >= 8 for r in mine if r["converged"])  # never converged and wrong
