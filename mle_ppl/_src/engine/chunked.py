@@ -57,6 +57,7 @@ def chunk_sums(spec, lik, chunk, what: str, x: np.ndarray, groups=None) -> Any:
         if what == "obs":
             return {k: np.zeros(2) for k in lik.observed_names}
         return {"n": 0, "f": 0.0, "fg": (0.0, np.zeros(p)), "h": np.zeros((p, p)),
+                "fgh": (0.0, np.zeros(p), np.zeros((p, p)), 0),
                 "meat": np.zeros((p, p)), "perfect": (0, 0),
                 "cluster": (np.zeros(0), np.zeros((0, p)))}[what]
     with _EVAL_LOCK:
@@ -67,6 +68,9 @@ def chunk_sums(spec, lik, chunk, what: str, x: np.ndarray, groups=None) -> Any:
             return lik.value(x)
         if what == "fg":
             return lik.value_and_grad(x)
+        if what == "fgh":  # one pass for Newton's next two calls (and the row count)
+            f, g = lik.value_and_grad(x)
+            return f, g, lik.hessian(x), lik.count_obs(x)
         if what == "h":
             return lik.hessian(x)
         if what == "obs":
@@ -112,6 +116,8 @@ def _row_blocks(spec, lik, chunk):
 def _add(total, part, what):
     if what == "fg":
         return (total[0] + part[0], total[1] + part[1])
+    if what == "fgh":
+        return tuple(t + q for t, q in zip(total, part, strict=True))
     if what == "perfect":
         return (total[0] + part[0], total[1] + part[1])
     if what == "obs":
@@ -151,7 +157,8 @@ class ChunkedObjective:
         self.rows_read = 0
         self.seconds = 0.0
         self._n = None
-        self._last_fg = None
+        self._pending = None  # (x, Hessian) from the last fused pass
+        self._fuse_hits = self._fuse_misses = 0
 
     # -------------------------------------------------------------- the sums
     def _sum(self, what: str, x, **kw):
@@ -180,11 +187,28 @@ class ChunkedObjective:
         return float(self._sum("f", x))
 
     def value_and_grad(self, x):
-        f, g = self._sum("fg", x)
+        """Value and gradient; while Newton asks for the Hessian at the points it evaluates,
+        the same data pass computes it too (one read of the data instead of two)."""
+        x = np.asarray(x, dtype=float)
+        if self._fuse_hits + 2 < self._fuse_misses:  # the Hessians went unused (e.g. L-BFGS)
+            f, g = self._sum("fg", x)
+            return float(f), np.asarray(g, dtype=float)
+        if self._pending is not None:
+            self._fuse_misses += 1
+        f, g, h, n = self._sum("fgh", x)
+        if self._n is None:
+            self._n = int(n)
+        self._pending = (x.copy(), np.asarray(h, dtype=float))
         return float(f), np.asarray(g, dtype=float)
 
     def hessian(self, x):
-        h = np.asarray(self._sum("h", x), dtype=float)
+        x = np.asarray(x, dtype=float)
+        if self._pending is not None and np.array_equal(self._pending[0], x):
+            h = self._pending[1]
+            self._pending = None
+            self._fuse_hits += 1
+        else:
+            h = np.asarray(self._sum("h", x), dtype=float)
         return 0.5 * (h + h.T)
 
     def meat(self, x, groups: str | None = None) -> tuple[np.ndarray, int]:

@@ -113,6 +113,7 @@ def _empty(recipe: _Recipe, what: str):
     if what == "obs":
         return {k: np.zeros(2) for k in recipe.observed_names}
     return {"n": 0, "f": 0.0, "fg": (0.0, np.zeros(p)), "h": np.zeros((p, p)),
+            "fgh": (0.0, np.zeros(p), np.zeros((p, p)), 0),
             "meat": np.zeros((p, p)), "perfect": (0, 0),
             "cluster": (np.zeros(0), np.zeros((0, p)))}[what]
 
