@@ -224,16 +224,19 @@ class ModelSpec:
                     dims = (OBS_DIM,) if arr.ndim == 1 else (OBS_DIM, self._dim(it.dim))
                     data = pm.Data(containers[it.name], arr, dims=dims)
                     # static column counts (rows stay free for set_data): a shape mismatch in
-                    # an expression is then an error at build time, naming its key
-                    env[it.name] = pt.specify_shape(data, (None, *arr.shape[1:]))
+                    # an expression is then an error at build time, naming its key. A count of
+                    # 1 stays free: a static 1 is broadcastable, and its gradient (summed over
+                    # a broadcast axis) no longer fits the (n, 1) data at run time
+                    cols = tuple(None if c == 1 else c for c in arr.shape[1:])
+                    env[it.name] = pt.specify_shape(data, (None, *cols))
                 for p in self._params:
                     prior = (priors or {}).get(p.name)
                     p = replace(p, dims=tuple(self._dim(d) for d in p.dims))
                     rv = make_param(p, prior, file)
                     size = (tuple(len(coords[d]) for d in p.dims) if p.dims
                             else p.shape if p.shape else ())
-                    if rv.ndim == len(size):
-                        rv = pt.specify_shape(rv, size)
+                    if rv.ndim == len(size):  # a size of 1 stays free (see the data above)
+                        rv = pt.specify_shape(rv, tuple(None if k == 1 else k for k in size))
                     env[p.name] = _pad_reference(rv, p.dims, ref_index)
                 for r in self._randoms:
                     rdims = (self._dim(r.group),) + (
