@@ -79,7 +79,7 @@ def _replace(old, new):
         (_replace("sigma = { lower = 0 }", "sigma = { lower = 1, upper = 0 }"),
          r"key parameters\.sigma: lower = 1\.0 must be below upper = 0\.0"),
         (_replace("sigma = { lower = 0 }", "sigma = { lower = 0, start = -1 }"),
-         r"key parameters\.sigma\.start: start = -1\.0 must lie strictly inside"),
+         r"key parameters\.sigma\.start: start = -1 is outside the support of sigma, \(0, inf\)"),
         (_replace('x = ["x1", "x2"]', 'x = 3'), r"key data\.x: expected a column name"),
         (_replace('y = "y"', 'exp = "y"'), r"key data\.exp: 'exp' is reserved"),
         (_replace('y = "y"', 'y = { column = "y", colour = 1 }'),

@@ -284,8 +284,10 @@ def _parse_parameters(section: Any, file: str, dims: Mapping[str, DataItem]) -> 
             raise _err(file, key, f"lower = {lo} must be below upper = {hi}.")
         st = bounds.get("start")
         if st is not None and ((lo is not None and st <= lo) or (hi is not None and st >= hi)):
-            raise _err(file, f"{key}.start", f"start = {st} must lie strictly inside "
-                                             f"({lo}, {hi}).")
+            support = (f"({'-inf' if lo is None else f'{lo:g}'}, "
+                       f"{'inf' if hi is None else f'{hi:g}'})")
+            raise _err(file, f"{key}.start", f"start = {st:g} is outside the support of {name}, "
+                                             f"{support}; give a value strictly inside.")
         out.append(ParamDecl(name, key, pdims, shape, lo, hi, st))
     return out
 
