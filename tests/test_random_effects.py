@@ -142,3 +142,117 @@ def test_refit_on_new_data_does_not_recompile():
     second = mle_ppl.fit(m)
     assert _lik.COMPILE_COUNT == before
     assert second.loglik != first.loglik
+
+
+def _agq_poisson(y, eta, g, sd, n_nodes):
+    """Adaptive Gauss-Hermite marginal log-likelihood of a Poisson random-intercept model.
+
+    Independent of the engine (NumPy/SciPy): per group the mode and curvature of
+    h(u) = sum log Poisson(y | exp(eta + u)) + log N(u; 0, sd), then
+    log int e^h = log(sqrt(2) s sum_k w_k e^{t_k^2} e^{h(mode + sqrt(2) s t_k)}).
+    One node is the Laplace approximation; 30 nodes the integral to ~1e-12 here.
+    """
+    from scipy.special import gammaln
+
+    t, w = np.polynomial.hermite.hermgauss(n_nodes)
+    total = 0.0
+    for j in np.unique(g):
+        yj, ej = y[g == j], eta[g == j]
+
+        def h(u, yj=yj, ej=ej):
+            lam = np.exp(ej[None, :] + np.atleast_1d(u)[:, None])
+            return (np.sum(yj * np.log(lam) - lam - gammaln(yj + 1), axis=1)
+                    - 0.5 * np.atleast_1d(u) ** 2 / sd**2 - np.log(sd * np.sqrt(2 * np.pi)))
+
+        u = 0.0
+        for _ in range(100):  # Newton on h
+            lam = np.exp(ej + u)
+            d1 = np.sum(yj - lam) - u / sd**2
+            d2 = -np.sum(lam) - 1 / sd**2
+            u -= d1 / d2
+            if abs(d1) < 1e-13:
+                break
+        s = 1 / np.sqrt(np.sum(np.exp(ej + u)) + 1 / sd**2)
+        nodes = u + np.sqrt(2) * s * t
+        total += np.log(np.sqrt(2) * s) + np.log(np.sum(w * np.exp(t**2) * np.exp(h(nodes))))
+    return total
+
+
+def test_poisson_glmm_laplace_against_own_quadrature():
+    rng = np.random.default_rng(7)
+    G, n = 15, 300
+    g = rng.integers(0, G, n)
+    x = rng.normal(size=n)
+    u_true = rng.normal(0, 0.5, G)
+    y = rng.poisson(np.exp(0.3 + 0.4 * x + u_true[g]))
+    with pm.Model(coords={"group": np.arange(G)}) as m:
+        a = pm.Flat("a")
+        b = pm.Flat("b")
+        sd_u = pm.HalfFlat("sd_u")
+        u = pm.Normal("u", 0, sd_u, dims="group")
+        pm.Poisson("y", pm.math.exp(a + b * x + u[g]), observed=y)
+    fit = mle_ppl.fit(m)
+    assert fit.converged and not fit.warnings
+    est = fit.estimates
+    eta = est["a"] + est["b"] * x
+    laplace = _agq_poisson(y, eta, g, est["sd_u"], 1)
+    exact = _agq_poisson(y, eta, g, est["sd_u"], 30)
+    # one node is Laplace: the engine's marginal log-likelihood to rounding (sums of ~300 terms)
+    assert fit.loglik == pytest.approx(laplace, rel=1e-10)
+    # the Laplace error at the MLE (15 groups of ~20 counts): 0.0155 here, ~1e-3 per group;
+    # reported in the README
+    assert 1e-4 < abs(fit.loglik - exact) < 0.05
+    # the MLE of the exact (quadrature) likelihood is close: its gradient at the Laplace MLE
+    # is small in SE units (finite differences of the 30-node integral in sd_u)
+    h = 1e-5
+    d = (_agq_poisson(y, eta, g, est["sd_u"] + h, 30)
+         - _agq_poisson(y, eta, g, est["sd_u"] - h, 30)) / (2 * h)
+    assert abs(d) * fit.std_errors["sd_u"] < 0.1
+
+
+def test_lrt_of_a_variance_component_carries_the_boundary_caveat():
+    df = _intercept_data(seed=8)
+    big = mle_ppl.fit(_intercept_model(df))
+    with pm.Model() as small_model:
+        a = pm.Flat("a")
+        b = pm.Flat("b")
+        s = pm.HalfFlat("sigma")
+        pm.Normal("y", a + b * df["x"].to_numpy(), s, observed=df["y"].to_numpy())
+    small = mle_ppl.fit(small_model)
+    res = mle_ppl.lrt(small, big)
+    assert res.df == 1 and res.statistic > 0
+    assert "boundary" in str(res) and "halve the p-value" in res.to_dict()["notes"][0]
+
+
+@pytest.mark.slow
+def test_correlated_intercept_and_slope_match_statsmodels():
+    import pytensor.tensor as pt
+
+    rng = np.random.default_rng(2)
+    G, n = 25, 400
+    g = rng.integers(0, G, n)
+    x = rng.normal(size=n)
+    U = rng.multivariate_normal([0, 0], [[0.5, 0.15], [0.15, 0.3]], G)
+    y = 1 + 0.5 * x + U[g, 0] + U[g, 1] * x + rng.normal(0, 1.0, n)
+    df = pd.DataFrame({"y": y, "x": x, "g": g})
+    with pm.Model(coords={"group": np.arange(G), "effect": ["Intercept", "x"]}) as m:
+        a = pm.Flat("a")
+        b = pm.Flat("b")
+        sds = pm.HalfFlat("sd_u", dims="effect")
+        s = pm.HalfFlat("sigma")
+        rho = pm.Uniform("rho", -1, 1)
+        off = rho * sds[0] * sds[1]
+        cov = pt.stack([pt.stack([sds[0] ** 2, off]), pt.stack([off, sds[1] ** 2])])
+        u = pm.MvNormal("u", mu=pt.zeros(2), cov=cov, dims=("group", "effect"))
+        pm.Normal("y", a + b * x + u[g, 0] + u[g, 1] * x, s, observed=y)
+    fit = mle_ppl.fit(m)
+    with pytest.warns(Warning):  # statsmodels warns about its own optimizer; its llf is fine
+        ref = _statsmodels(df, re_formula="~x")
+    assert fit.converged and not fit.warnings
+    assert fit.loglik == pytest.approx(ref.llf, rel=1e-6)
+    np.testing.assert_allclose(fit.estimates[["a", "b"]], ref.fe_params, rtol=1e-6)
+    sd = fit.estimates[["sd_u[Intercept]", "sd_u[x]"]].to_numpy()
+    np.testing.assert_allclose(sd**2, np.diag(ref.cov_re), rtol=1e-4)
+    assert fit.estimates["rho"] * sd[0] * sd[1] == pytest.approx(ref.cov_re.iloc[0, 1], rel=1e-4)
+    assert fit.estimates["sigma"] ** 2 == pytest.approx(ref.scale, rel=1e-4)
+    assert fit.random_effects.mode.shape == (50,)

@@ -55,9 +55,6 @@ INNER_TOL = 1e-22
 INNER_MAX_ITER = 100
 #: Relative step of the central differences of the gradient that give the Hessian of f.
 FD_STEP = 1e-4
-#: A variance parameter moved this far down (log scale, σ x e^-30) without the marginal
-#: likelihood dropping is at its boundary σ = 0.
-BOUNDARY_SHIFT = 30.0
 
 
 class _State:
@@ -137,11 +134,34 @@ class LaplaceMarginal:
                 for rv in self._u_rvs]
         return np.concatenate(vals) if vals else np.zeros(0)
 
+    def _gaussian_priors(self) -> list:
+        """Random effects with a Normal/MvNormal density whose parameters involve no other
+        random effect: their log-density is quadratic in u, with a Hessian free of u."""
+        from pytensor.graph.traversal import ancestors
+
+        us = set(self._u_rvs)
+        out = []
+        for rv in self._u_rvs:
+            if (type(rv.owner.op).__name__ in ("NormalRV", "MvNormalRV")
+                    and self.model.rvs_to_transforms.get(rv) is None
+                    and not us & set(ancestors(_params(rv)))):
+                out.append(rv)
+        return out
+
     def _build_graph(self) -> None:
         model = self.model
         obs = model.logp(vars=model.observed_RVs, jacobian=False, sum=False)
+        gauss = self._gaussian_priors()
+        other = [rv for rv in self._u_rvs if rv not in gauss]
         prior_u = model.logp(vars=self._u_rvs, jacobian=True, sum=False)
-        total = pt.add(*[pt.sum(t) for t in obs + prior_u])
+        prior_u = [_mvnormal_logp(model, rv) if rv in gauss else t
+                   for rv, t in zip(self._u_rvs, prior_u, strict=True)]
+        prior_u = [t if t is not None else pt0
+                   for t, pt0 in zip(prior_u, model.logp(vars=self._u_rvs, jacobian=True,
+                                                          sum=False), strict=True)]
+        by_rv = dict(zip(self._u_rvs, prior_u, strict=True))
+        main = pt.add(*[pt.sum(t) for t in obs + [by_rv[rv] for rv in other]])
+        quad = pt.add(*[pt.sum(by_rv[rv]) for rv in gauss]) if gauss else pt.constant(0.0)
 
         def rows(t):
             return t.reshape((t.shape[0], -1)).sum(axis=1) if t.ndim >= 1 else t.reshape((1,))
@@ -152,16 +172,18 @@ class LaplaceMarginal:
         dets = model.replace_rvs_by_values(model.deterministics)
         self.deterministic_names = tuple(d.name for d in model.deterministics)
         values = [model.rvs_to_values[rv] for rv in self._theta_rvs + self._u_rvs]
-        outputs = [total, terms, *obs, *constrained, *u_constrained, *dets]
+        outputs = [main, quad, terms, *obs, *constrained, *u_constrained, *dets]
         outputs, z = join_nonshared_inputs(self._point, outputs, values)
         self._z = z
-        self._L = outputs[0]
-        self._terms = outputs[1]
+        self._L_main, self._L_quad = outputs[0], outputs[1]
+        self._has_quad = bool(gauss)
+        self._L = self._L_main + self._L_quad
+        self._terms = outputs[2]
         k, m, r = len(obs), len(constrained), len(u_constrained)
-        self._obs = outputs[2:2 + k]
-        self._constrained = outputs[2 + k:2 + k + m]
-        self._u_constrained = outputs[2 + k + m:2 + k + m + r]
-        self._deterministics = outputs[2 + k + m + r:]
+        self._obs = outputs[3:3 + k]
+        self._constrained = outputs[3 + k:3 + k + m]
+        self._u_constrained = outputs[3 + k + m:3 + k + m + r]
+        self._deterministics = outputs[3 + k + m + r:]
 
     def _fn(self, inputs, outputs):
         return _compile(inputs, outputs, self.mode, model=self.model)
@@ -171,9 +193,15 @@ class LaplaceMarginal:
         return self._fn([self._z], [self._L, pt.grad(self._L, self._z)])
 
     @cached_property
+    def _fn_quad_grad(self):
+        """Gradient of the Gaussian random effects' log-density (quadratic in u)."""
+        return self._fn([self._z], pt.grad(self._L_quad, self._z,
+                                           disconnected_inputs="ignore"))
+
+    @cached_property
     def _hv_graph(self):
         v = pt.vector("v", dtype=self._z.dtype)
-        gz = pt.grad(self._L, self._z)
+        gz = pt.grad(self._L_main, self._z)
         return v, pt.grad(pt.sum(gz * v), self._z)
 
     @cached_property
@@ -186,6 +214,73 @@ class LaplaceMarginal:
         v, hv = self._hv_graph
         m = pt.vector("m", dtype=self._z.dtype)
         return self._fn([self._z, v, m], pt.grad(pt.sum(hv * m), self._z))
+
+    # Products with the Hessian of L = L_main + L_quad. L_quad is quadratic in u, so its
+    # second derivatives in u are exact differences of its gradient (no higher-order graph
+    # through the MvNormal's Cholesky factor, whose third derivative PyTensor builds slowly).
+    def _qgrad(self, x, u):
+        return self._fn_quad_grad(np.concatenate([x, u]))
+
+    def _hv_u(self, z, vu):
+        """``(d²L/du²) vu``."""
+        p = self.n_params
+        v = np.zeros(len(z))
+        v[p:] = vu
+        out = self._fn_hv(z, v)[p:]
+        if self._has_quad:
+            x = z[:p]
+            out = out + self._qgrad(x, vu)[p:] - self._qgrad(x, 0 * vu)[p:]
+        return out
+
+    def _mixed_theta(self, z, w):
+        """``(d²L/dx du) w``."""
+        p = self.n_params
+        v = np.zeros(len(z))
+        v[p:] = w
+        out = self._fn_hv(z, v)[:p]
+        if self._has_quad:
+            x, u = z[:p], z[p:]
+            out = out + 0.5 * (self._qgrad(x, u + w)[:p] - self._qgrad(x, u - w)[:p])
+        return out
+
+    def _mixed_u(self, z, j):
+        """``(d²L/du dx_j)``: exact for the main part, central differences for L_quad."""
+        p = self.n_params
+        v = np.zeros(len(z))
+        v[j] = 1.0
+        out = self._fn_hv(z, v)[p:]
+        if self._has_quad:
+            x, u = z[:p].copy(), z[p:]
+            h = FD_STEP * max(1.0, abs(x[j]))
+            xp, xm = x.copy(), x.copy()
+            xp[j] += h
+            xm[j] -= h
+            out = out + (self._qgrad(xp, u)[p:] - self._qgrad(xm, u)[p:]) / (2 * h)
+        return out
+
+    def _grad_T(self, z, V, M):
+        """Gradient of ``T = ½ Σ_c M[c]·(H V[c])`` (``H = -d²L/du²``) in ``z``."""
+        p = self.n_params
+        gT = np.zeros(len(z))
+        v = np.zeros(len(z))
+        m = np.zeros(len(z))
+        for c in range(len(V)):
+            v[p:] = V[c]
+            m[p:] = M[c]
+            gT += self._fn_third(z, v, m)
+        if self._has_quad:
+            # M·(d²L_quad/du²) V = [L(aM + V) - L(aM) - L(V) + L(0)] / a (exact: quadratic)
+            x = z[:p]
+            zero = np.zeros(len(z) - p)
+            g0 = self._qgrad(x, zero)[:p]
+            for c in range(len(V)):
+                nm = np.linalg.norm(M[c])
+                if nm == 0:
+                    continue
+                a = np.linalg.norm(V[c]) / nm
+                gT[:p] += (self._qgrad(x, a * M[c] + V[c])[:p] - self._qgrad(x, a * M[c])[:p]
+                           - self._qgrad(x, V[c])[:p] + g0) / a
+        return -0.5 * gT
 
     @cached_property
     def _fn_terms(self):
@@ -206,7 +301,7 @@ class LaplaceMarginal:
 
     def compile_all(self) -> None:
         """Compile the functions a fit needs, so that timing excludes it."""
-        self._fn_vg, self._fn_hv, self._fn_third, self._fn_terms  # noqa: B018
+        self._fn_vg, self._fn_hv, self._fn_third, self._fn_terms, self._fn_quad_grad  # noqa: B018
 
     @cached_property
     def shared_inputs(self) -> tuple:
@@ -245,12 +340,9 @@ class LaplaceMarginal:
         return np.concatenate(vals) if vals else np.zeros(0)
 
     def _hessian_u(self, z, st: Structure) -> Blocks:
-        p = self.n_params
-        pad = np.zeros(len(z))
         HV = np.empty_like(st.V)
         for c in range(st.n_colors):
-            pad[p:] = st.V[c]
-            HV[c] = -self._fn_hv(z, pad)[p:]
+            HV[c] = -self._hv_u(z, st.V[c])
         return Blocks(st, st.assemble(HV))
 
     def _inner(self, x: np.ndarray) -> _State:
@@ -336,20 +428,9 @@ class LaplaceMarginal:
         st = self.structure
         p = self.n_params
         z = np.concatenate([s.x, s.u])
-        M = st.scatter(s.blocks.inverse())
-        gT = np.zeros(len(z))
-        v = np.zeros(len(z))
-        m = np.zeros(len(z))
-        for c in range(st.n_colors):
-            v[p:] = st.V[c]
-            m[p:] = M[c]
-            gT += self._fn_third(z, v, m)
-        gT *= -0.5
+        gT = self._grad_T(z, st.V, st.scatter(s.blocks.inverse()))
         w = s.blocks.solve(gT[p:])
-        v[:] = 0.0
-        v[p:] = w
-        mixed = self._fn_hv(z, v)[:p]
-        return -s.gz[:p] + gT[:p] + mixed
+        return -s.gz[:p] + gT[:p] + self._mixed_theta(z, w)
 
     def hessian(self, x: np.ndarray) -> np.ndarray:
         """Central differences of the exact gradient (step ``FD_STEP * max(1, |x_j|)``)."""
@@ -435,11 +516,8 @@ class LaplaceMarginal:
         p = self.n_params
         z = np.concatenate([s.x, s.u])
         D = np.empty((self.u_layout.size, p))
-        v = np.zeros(len(z))
         for j in range(p):
-            v[:] = 0.0
-            v[j] = 1.0
-            D[:, j] = s.blocks.solve(self._fn_hv(z, v)[p:])
+            D[:, j] = s.blocks.solve(self._mixed_u(z, j))
         return D
 
     def modes(self, x: np.ndarray):
@@ -447,11 +525,15 @@ class LaplaceMarginal:
         return s.u.copy(), s.blocks
 
     def settle_boundary(self, res, optimizer, options):
-        """See :func:`settle_boundary`."""
+        """See :func:`~mle_ppl._src.engine.re_fit.settle_boundary`."""
+        from mle_ppl._src.engine.re_fit import settle_boundary
+
         return settle_boundary(self, res, optimizer, options)
 
     def random_effects_report(self, x, cov_u, fixed=()):
-        """See :func:`random_effects_report`."""
+        """See :func:`~mle_ppl._src.engine.re_fit.random_effects_report`."""
+        from mle_ppl._src.engine.re_fit import random_effects_report
+
         return random_effects_report(self, x, cov_u, fixed)
 
     def warn_inner(self, x: np.ndarray, converged: bool) -> list[tuple[type, str]]:
@@ -470,93 +552,25 @@ class LaplaceMarginal:
         return []
 
 
-# ------------------------------------------------------------------ boundary and report
-def settle_boundary(obj: LaplaceMarginal, res, optimizer, options: dict):
-    """Variance parameters whose estimate sits on the boundary σ = 0 (lme4's singular fit).
-
-    A log-scale variance coordinate is on the boundary when moving it down by
-    :data:`BOUNDARY_SHIFT` (σ x e^-30) does not lower the marginal log-likelihood: the maximum
-    is at σ = 0, where the log scale has no finite optimum. Such coordinates are held there and
-    the others are re-optimised. Returns ``(result, fixed indices)``.
-    """
-    from dataclasses import replace
-
-    from mle_ppl._src.engine.objective import Callables
-
-    x = np.array(res.x)
-    f = float(res.fun)
-    tol = 1e-9 * max(1.0, abs(f))
-    fixed = []
-    for i in np.flatnonzero(obj.variance_coords & obj.bounded):
-        b = next(b for b in obj.blocks if b.start <= i < b.start + b.size)
-        if b.lower != 0.0 or not np.isinf(b.upper):
-            continue
-        cand = x.copy()
-        cand[i] -= BOUNDARY_SHIFT
-        fc = obj.value(cand)
-        if np.isfinite(fc) and fc <= f + tol:
-            x, f = cand, min(f, fc)
-            fixed.append(int(i))
-    if not fixed:
-        obj.value_and_grad(res.x)
-        return res, ()
-    keep = np.array([j for j in range(obj.n_params) if j not in fixed], dtype=int)
-
-    def full(zk):
-        xx = x.copy()
-        xx[keep] = zk
-        return xx
-
-    def vg(zk):
-        fv, gv = obj.value_and_grad(full(zk))
-        return fv, gv[keep]
-
-    def hess(zk):
-        return obj.hessian(full(zk))[np.ix_(keep, keep)]
-
-    opts = {k: v for k, v in options.items() if k not in ("start_value", "bounded")}
-    sub = optimizer(Callables(vg, hess), x[keep], bounded=obj.bounded[keep], **opts)
-    xf = full(sub.x)
-    fv, gv = obj.value_and_grad(xf)
-    H = None
-    if sub.hessian is not None:
-        H = obj.hessian(xf)
-    return replace(res, x=xf, fun=fv, grad=gv, converged=sub.converged, message=sub.message,
-                   iterations=res.iterations + sub.iterations,
-                   n_evals=res.n_evals + sub.n_evals, hessian=H, runaway=()), tuple(fixed)
-
-
-def random_effects_report(obj: LaplaceMarginal, x: np.ndarray, cov_u: np.ndarray,
-                          fixed: tuple[int, ...] = ()):
-    """Conditional modes and SDs (with the uncertainty of θ̂, as TMB's sdreport)."""
-    from mle_ppl._src.engine.re_report import RandomEffects
-
-    u, blocks = obj.modes(x)
-    cond = np.sqrt(np.clip(blocks.diag_inverse(), 0, None))
-    keep = np.array([j for j in range(obj.n_params) if j not in fixed], dtype=int)
-    notes = []
-    if np.all(np.isfinite(cov_u)) and len(keep):
-        D = obj.mixed_partials(x)[:, keep]
-        C = np.asarray(cov_u)[np.ix_(keep, keep)]
-        extra = np.einsum("ij,jk,ik->i", D, C, D)
-        se = np.sqrt(np.clip(blocks.diag_inverse() + extra, 0, None))
-    else:
-        se = np.full(len(u), np.nan)
-        notes.append("the std_err of the modes needs a finite covariance of the parameters; "
-                     "it is NaN (see the fit's warnings). sd_conditional is given θ̂ alone.")
-    if any(obj.model.rvs_to_transforms.get(rv) is not None for rv in obj._u_rvs):
-        notes.append("modes and SDs are on the unconstrained scale of the transformed random "
-                     "effects.")
-    var_labels = tuple(obj.labels[i] for i in np.flatnonzero(obj.variance_coords))
-    gaussian = all(op == "NormalRV" for op in obj.observed_ops) and all(
-        type(rv.owner.op).__name__ in ("NormalRV", "MvNormalRV") for rv in obj._u_rvs)
-    return RandomEffects(
-        names=obj.random_names, labels=obj.u_labels, mode=u, std_err=se,
-        sd_conditional=cond, variance_params=var_labels,
-        boundary=tuple(obj.labels[i] for i in fixed),
-        method="laplace" + (" (exact here only if the mean is linear in the random effects)"
-                            if gaussian else ""),
-        notes=tuple(notes))
+def _mvnormal_logp(model: pm.Model, rv):
+    """An MvNormal random effect's log-density with one covariance matrix for all groups, as
+    plain matrix algebra (PyMC's graph broadcasts the Cholesky factor to every group, which the
+    Python VM then solves group by group). None for anything else (PyMC's own logp is used)."""
+    if type(rv.owner.op).__name__ != "MvNormalRV":
+        return None
+    mu, cov = model.replace_rvs_by_values(_params(rv)[:2])
+    while cov.ndim > 2 and cov.type.shape[0] == 1:  # PyMC's broadcastable batch axes
+        cov = cov[0]
+    if cov.ndim != 2:
+        return None
+    value = model.rvs_to_values[rv]
+    k = cov.shape[-1]
+    delta = value - mu
+    chol = pt.linalg.cholesky(cov)
+    chol_inv = pt.linalg.solve_triangular(chol, pt.eye(k), lower=True)
+    quad = pt.sum(pt.square(delta @ chol_inv.T), axis=-1)
+    logdet = 2.0 * pt.sum(pt.log(pt.diagonal(chol)))
+    return -0.5 * (quad + logdet + k * np.log(2 * np.pi))
 
 
 _MODELS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -69,17 +69,20 @@ class LRTResult:
     statistic: float  #: ``2 (loglik_big - loglik_small)``
     df: int  #: difference in the number of free parameters
     p_value: float  #: ``P(chi2_df > statistic)``
+    notes: tuple[str, ...] = ()  #: caveats (a variance component tested on its boundary)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-ready)."""
         return {"small": self.small, "big": self.big, "small_loglik": self.small_loglik,
                 "big_loglik": self.big_loglik, "statistic": self.statistic, "df": self.df,
-                "p_value": self.p_value}
+                "p_value": self.p_value, "notes": list(self.notes)}
 
     def __str__(self) -> str:
+        notes = "".join(f"\n  Note: {n}" for n in self.notes)
         return (f"Likelihood-ratio test: {self.small} (loglik {self.small_loglik:.6g}) within "
                 f"{self.big} (loglik {self.big_loglik:.6g})\n"
-                f"  LR = {self.statistic:.6g}, df = {self.df}, p = {fmt_p(self.p_value, 4)}")
+                f"  LR = {self.statistic:.6g}, df = {self.df}, p = {fmt_p(self.p_value, 4)}"
+                f"{notes}")
 
 
 def lrt(small: Estimate, big: Estimate, *, names: Sequence[str] | None = None,
@@ -128,9 +131,15 @@ def lrt(small: Estimate, big: Estimate, *, names: Sequence[str] | None = None,
             f"({big.loglik:.10g}): the models do not look nested (a nested big model can only do "
             "better), or the big fit stopped at a local optimum (try starts=).")
     stat = max(0.0, 2.0 * (big.loglik - small.loglik))
+    notes = ()
+    if getattr(big, "random_effects", None) is not None:
+        notes = ("mixed models: if the small model sets a variance component of the big one to "
+                 "0, the null is on the boundary of the parameter space and this chi2(df) "
+                 "p-value is conservative (for one variance the reference distribution is the "
+                 "50:50 mixture of chi2(0) and chi2(1): halve the p-value).",)
     return LRTResult(small=nm[0], big=nm[1], small_loglik=float(small.loglik),
                      big_loglik=float(big.loglik), statistic=stat, df=int(df),
-                     p_value=float(stats.chi2.sf(stat, df)))
+                     p_value=float(stats.chi2.sf(stat, df)), notes=notes)
 
 
 def ic_table(fits: Sequence[Estimate], *, names: Sequence[str] | None = None,

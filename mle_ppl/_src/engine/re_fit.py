@@ -1,0 +1,101 @@
+"""After a mixed-model fit: variance components on the boundary, and the random-effects report.
+
+Works on any objective with the Laplace objective's extras (``variance_coords``, ``modes``,
+``mixed_partials``, ``u_labels``); duck-typed, so that this module does not import it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: A variance parameter moved this far down (log scale, σ x e^-30) without the marginal
+#: likelihood dropping is at its boundary σ = 0.
+BOUNDARY_SHIFT = 30.0
+
+
+def settle_boundary(obj, res, optimizer, options: dict):
+    """Variance parameters whose estimate sits on the boundary σ = 0 (lme4's singular fit).
+
+    A log-scale variance coordinate is on the boundary when moving it down by
+    :data:`BOUNDARY_SHIFT` (σ x e^-30) does not lower the marginal log-likelihood: the maximum
+    is at σ = 0, where the log scale has no finite optimum. Such coordinates are held there and
+    the others are re-optimised. Returns ``(result, fixed indices)``.
+    """
+    from dataclasses import replace
+
+    from mle_ppl._src.engine.objective import Callables
+
+    x = np.array(res.x)
+    f = float(res.fun)
+    tol = 1e-9 * max(1.0, abs(f))
+    fixed = []
+    for i in np.flatnonzero(obj.variance_coords & obj.bounded):
+        b = next(b for b in obj.blocks if b.start <= i < b.start + b.size)
+        if b.lower != 0.0 or not np.isinf(b.upper):
+            continue
+        cand = x.copy()
+        cand[i] -= BOUNDARY_SHIFT
+        fc = obj.value(cand)
+        if np.isfinite(fc) and fc <= f + tol:
+            x, f = cand, min(f, fc)
+            fixed.append(int(i))
+    if not fixed:
+        obj.value_and_grad(res.x)
+        return res, ()
+    keep = np.array([j for j in range(obj.n_params) if j not in fixed], dtype=int)
+
+    def full(zk):
+        xx = x.copy()
+        xx[keep] = zk
+        return xx
+
+    def vg(zk):
+        fv, gv = obj.value_and_grad(full(zk))
+        return fv, gv[keep]
+
+    def hess(zk):
+        return obj.hessian(full(zk))[np.ix_(keep, keep)]
+
+    opts = {k: v for k, v in options.items() if k not in ("start_value", "bounded")}
+    sub = optimizer(Callables(vg, hess), x[keep], bounded=obj.bounded[keep], **opts)
+    xf = full(sub.x)
+    fv, gv = obj.value_and_grad(xf)
+    H = None
+    if sub.hessian is not None:
+        H = obj.hessian(xf)
+    return replace(res, x=xf, fun=fv, grad=gv, converged=sub.converged, message=sub.message,
+                   iterations=res.iterations + sub.iterations,
+                   n_evals=res.n_evals + sub.n_evals, hessian=H, runaway=()), tuple(fixed)
+
+
+def random_effects_report(obj, x: np.ndarray, cov_u: np.ndarray,
+                          fixed: tuple[int, ...] = ()):
+    """Conditional modes and SDs (with the uncertainty of θ̂, as TMB's sdreport)."""
+    from mle_ppl._src.engine.re_report import RandomEffects
+
+    u, blocks = obj.modes(x)
+    cond = np.sqrt(np.clip(blocks.diag_inverse(), 0, None))
+    keep = np.array([j for j in range(obj.n_params) if j not in fixed], dtype=int)
+    notes = []
+    if np.all(np.isfinite(cov_u)) and len(keep):
+        D = obj.mixed_partials(x)[:, keep]
+        C = np.asarray(cov_u)[np.ix_(keep, keep)]
+        extra = np.einsum("ij,jk,ik->i", D, C, D)
+        se = np.sqrt(np.clip(blocks.diag_inverse() + extra, 0, None))
+    else:
+        se = np.full(len(u), np.nan)
+        notes.append("the std_err of the modes needs a finite covariance of the parameters; "
+                     "it is NaN (see the fit's warnings). sd_conditional is given θ̂ alone.")
+    if any(obj.model.rvs_to_transforms.get(rv) is not None for rv in obj._u_rvs):
+        notes.append("modes and SDs are on the unconstrained scale of the transformed random "
+                     "effects.")
+    var_labels = tuple(obj.labels[i] for i in np.flatnonzero(obj.variance_coords))
+    gaussian = all(op == "NormalRV" for op in obj.observed_ops) and all(
+        type(rv.owner.op).__name__ in ("NormalRV", "MvNormalRV") for rv in obj._u_rvs)
+    return RandomEffects(
+        names=obj.random_names, labels=obj.u_labels, mode=u, std_err=se,
+        sd_conditional=cond, variance_params=var_labels,
+        boundary=tuple(obj.labels[i] for i in fixed),
+        method="laplace" + (" (exact here only if the mean is linear in the random effects)"
+                            if gaussian else ""),
+        notes=tuple(notes))
