@@ -239,7 +239,7 @@ def _fit(pm_model, name, table, spec, optimizer, *, how=None, method, likelihood
             res: OptimResult = optimizer(lik, x0, progress=cb, **kwargs)
     settle = getattr(lik, "settle_boundary", None)  # variance components at 0 (mixed models)
     fixed = ()
-    if settle is not None and res.converged:
+    if settle is not None and (res.converged or res.runaway):
         res, fixed = settle(res, optimizer, kwargs)
     out = _assemble(lik, res, name=name, table=table, spec=spec, t0=t0, warn=warn,
                     method=method, coords=dict(pm_model.coords), fixed=fixed)

@@ -11,12 +11,15 @@ import numpy as np
 #: A variance parameter moved this far down (log scale, σ x e^-30) without the marginal
 #: likelihood dropping is at its boundary σ = 0.
 BOUNDARY_SHIFT = 30.0
+#: Where a variance coordinate that ran off to σ = 0 is held (log scale).
+HOLD_AT = 40.0
 
 
 def settle_boundary(obj, res, optimizer, options: dict):
     """Variance parameters whose estimate sits on the boundary σ = 0 (lme4's singular fit).
 
-    A log-scale variance coordinate is on the boundary when moving it down by
+    A log-scale variance coordinate is on the boundary when the optimizer's runaway detection
+    found the likelihood rising as it runs to σ = 0, or when moving it down by
     :data:`BOUNDARY_SHIFT` (σ x e^-30) does not lower the marginal log-likelihood: the maximum
     is at σ = 0, where the log scale has no finite optimum. Such coordinates are held there and
     the others are re-optimised. Returns ``(result, fixed indices)``.
@@ -27,11 +30,24 @@ def settle_boundary(obj, res, optimizer, options: dict):
 
     x = np.array(res.x)
     f = float(res.fun)
+    candidates = obj.variance_coords & obj.bounded
+    if not res.converged and not (res.runaway and all(candidates[i] for i in res.runaway)):
+        return res, ()  # not converged for another reason: nothing to settle
     tol = 1e-9 * max(1.0, abs(f))
     fixed = []
-    for i in np.flatnonzero(obj.variance_coords & obj.bounded):
+    for i in np.flatnonzero(candidates):
         b = next(b for b in obj.blocks if b.start <= i < b.start + b.size)
         if b.lower != 0.0 or not np.isinf(b.upper):
+            continue
+        if i in res.runaway:  # the optimizer found the NLL falling as it ran to σ = 0
+            fixed.append(int(i))
+            # held at e^-40 (not where the run stopped, e^-300 or so): the same likelihood to
+            # rounding, and a profile walks up from there in a few steps
+            cand = x.copy()
+            cand[i] = max(x[i], -HOLD_AT)
+            fc = obj.value(cand)
+            if np.isfinite(fc) and fc <= f + tol:
+                x = cand
             continue
         cand = x.copy()
         cand[i] -= BOUNDARY_SHIFT
