@@ -30,8 +30,7 @@ def lift_data(outputs: list) -> tuple[list, list, list]:
     """
     from pytensor.compile.sharedvalue import SharedVariable
     from pytensor.graph.replace import clone_replace
-    from pytensor.graph.traversal import applys_between, graph_inputs
-    from pytensor.tensor.shape import SpecifyShape
+    from pytensor.graph.traversal import graph_inputs
     from pytensor.tensor.type import TensorType
     from pytensor.tensor.variable import TensorConstant
 
@@ -54,17 +53,8 @@ def lift_data(outputs: list) -> tuple[list, list, list]:
     if not replace:
         return list(outputs), [], []
     new_outputs = clone_replace(list(outputs), replace, rebuild_strict=False)
-    # (rebuilt, not ``graph_replace``d: the nodes' types follow the new inputs' unknown lengths)
-    # PyMC fixes the static shape of a NumPy observed value (``SpecifyShape(y, 1000000)``); a
-    # container's stays symbolic. Drop those assertions on the lifted data so both take the same
-    # rewrites (the static length sends the Hessian down a slower path) and the graph does not
-    # depend on the number of rows.
-    lifted = set(replace.values())
-    fixed = {node.outputs[0]: node.inputs[0]
-             for node in applys_between(lifted, new_outputs)
-             if isinstance(node.op, SpecifyShape) and node.inputs[0] in lifted}
-    if fixed:
-        new_outputs = clone_replace(new_outputs, fixed, rebuild_strict=False)
+    # (rebuilt, not ``graph_replace``d: the nodes' types follow the new inputs' unknown lengths;
+    # a model's own SpecifyShape stays, it may make a length-1 axis broadcastable)
     return new_outputs, list(replace.values()), sources
 
 
