@@ -230,3 +230,21 @@ def test_cli_fit_ci_profile_and_robust_cov(capsys):
         np.testing.assert_allclose(p["std_err"], se[lab], rtol=1e-12)
     assert main(["fit", "poisson_exposure", "--cov", "cluster"]) == 2
     assert "--cluster" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e30])
+def test_sigma_profile_does_not_depend_on_units(normal_fit, scale):
+    """y x 1e-30 puts log sigma near -69: a profile of sigma must scale with the data, not stop
+    at a fixed bound on the unconstrained scale (issue 12, boundary detection free of units).
+    Reference: the same closed-form profile interval as above, times the scale (rtol 1e-7)."""
+    fit, y = normal_fit
+    with pm.Model() as m:
+        mu = pm.Flat("mu")
+        sigma = pm.HalfFlat("sigma")
+        pm.Normal("y", mu, sigma, observed=y * scale)
+    scaled = mle_ppl.fit(m)
+    assert scaled.trustworthy
+    prof = scaled.profile("sigma")
+    assert not prof.open_lower and not prof.open_upper
+    np.testing.assert_allclose(np.array(prof.interval) / scale, fit.profile("sigma").interval,
+                               rtol=1e-7)

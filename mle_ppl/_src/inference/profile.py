@@ -51,7 +51,9 @@ from mle_ppl._src.errors import ConvergenceWarning, MLEError, did_you_mean
 if TYPE_CHECKING:
     from mle_ppl._src.engine.estimate import Estimate
 
-#: |unconstrained coordinate| beyond which a transformed (bounded) parameter is at its boundary.
+#: Distance on the unconstrained scale from the MLE beyond which a transformed (bounded) parameter
+#: is at its boundary (log scale: a factor e^30); also the level below which a coordinate without a
+#: standard error is taken as held on its boundary (a variance component at 0).
 BOUNDARY_U = 30.0
 #: Relative tolerance on the log-likelihood: a profile point above the MLE by more than this
 #: means the fit was not at the maximum.
@@ -477,9 +479,19 @@ def _coordinate_profile(fit: Estimate, i: int, *, level, max_steps, step) -> Pro
     lik = fit.likelihood
     label = lik.labels[i]
     block = next(b for b in lik.blocks if b.start <= i < b.start + b.size)
-    limits = (-BOUNDARY_U, BOUNDARY_U) if block.transform is not None else (-np.inf, np.inf)
-    if step is None and block.transform is not None and fit.x[i] <= -BOUNDARY_U:
-        step = 1.0  # held on its boundary (a variance component at 0): walk up from there
+    held = (block.transform is not None and fit.x[i] <= -BOUNDARY_U
+            and not np.isfinite(fit.std_errors.iloc[i]))
+    if held:
+        # held on its boundary (a variance component at 0, no standard error): walk up from there
+        limits = (-BOUNDARY_U, BOUNDARY_U)
+        if step is None:
+            step = 1.0
+    elif block.transform is not None:
+        # measured from the MLE, so the test does not depend on the data's units (y x 1e-30 puts
+        # log sigma at -69 and is no boundary): BOUNDARY_U on a log scale is a factor e^30
+        limits = (fit.x[i] - BOUNDARY_U, fit.x[i] + BOUNDARY_U)
+    else:
+        limits = (-np.inf, np.inf)
     solver = _CoordinateSolver(lik, i)
     points, ends, _, notes = _walk(fit, solver, level=level, max_steps=max_steps, step=step,
                                    t_limits=limits, name=label)
