@@ -13,6 +13,7 @@ from mle_ppl._src.engine.estimate import (
     CI_METHODS,
     Estimate,
     _normal_quantile,
+    check_ci,
 )
 from mle_ppl._src.engine.numbers import fmt_p
 from mle_ppl._src.errors import MLEError
@@ -43,11 +44,7 @@ class MLEFit(Estimate):
             Wald: ``estimate ± z·SE``. Profile: where the profile log-likelihood drops by
             ``chi2(1).ppf(level)/2`` (see :meth:`profile`).
         """
-        if not 0 < level < 1:
-            raise MLEError(f"level={level!r} must be between 0 and 1 (e.g. 0.95).")
-        if method not in CI_METHODS:
-            raise MLEError(f"method={method!r} is not a confidence-interval method; expected one "
-                           f"of {list(CI_METHODS)}.")
+        check_ci(level, method)
         if method == "profile":
             from mle_ppl._src.inference.profile import profile_conf_int
 

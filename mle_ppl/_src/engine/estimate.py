@@ -44,6 +44,15 @@ def _two_sided_p(z: np.ndarray) -> np.ndarray:
                      else np.nan for v in z.ravel()]).reshape(z.shape)
 
 
+def check_ci(level: float, method: str) -> None:
+    """Validate a confidence level and interval method (one of :data:`CI_METHODS`)."""
+    if not 0 < level < 1:
+        raise MLEError(f"level={level!r} must be between 0 and 1 (e.g. 0.95).")
+    if method not in CI_METHODS:
+        raise MLEError(f"method={method!r} is not a confidence-interval method; expected one "
+                       f"of {list(CI_METHODS)}.")
+
+
 @dataclass(frozen=True)
 class Convergence:
     """How the optimizer reached the estimate, and the curvature there."""
@@ -200,11 +209,7 @@ class Estimate:
             Wald: ``estimate ± z·SE``. Profile: where the profile log-likelihood drops by
             ``chi2(1).ppf(level)/2`` (see :meth:`profile`).
         """
-        if not 0 < level < 1:
-            raise MLEError(f"level={level!r} must be between 0 and 1 (e.g. 0.95).")
-        if method not in CI_METHODS:
-            raise MLEError(f"method={method!r} is not a confidence-interval method; expected one "
-                           f"of {list(CI_METHODS)}.")
+        check_ci(level, method)
         if method != "wald":
             raise MLEError(f"method={method!r}: this estimate has Wald intervals only; profile "
                            "intervals come with the MLEFit returned by mle_ppl.fit.")
