@@ -50,10 +50,15 @@ def activate(spec, lik, chunk) -> None:
                         "columns with the same kinds of values.")
 
 
-def chunk_sums(spec, lik, chunk, what: str, x: np.ndarray, groups=None) -> Any:
-    """One chunk's contribution to a sum (see :class:`ChunkedObjective` for ``what``)."""
+def chunk_sums(spec, lik, chunk, what: str, x: np.ndarray, groups=None, fn=None) -> Any:
+    """One chunk's contribution to a sum (see :class:`ChunkedObjective` for ``what``).
+
+    ``what="call"`` returns ``fn(lik, x)`` with the chunk bound (None for a chunk without rows):
+    the hook :meth:`ChunkedObjective.map_chunks` gives upper layers (the closed-form checks)."""
     p = lik.n_params
     if chunk.bound is None:  # a chunk without rows adds nothing
+        if what == "call":
+            return None
         if what == "obs":
             return {k: np.zeros(2) for k in lik.observed_names}
         return {"n": 0, "f": 0.0, "fg": (0.0, np.zeros(p)), "h": np.zeros((p, p)),
@@ -62,6 +67,8 @@ def chunk_sums(spec, lik, chunk, what: str, x: np.ndarray, groups=None) -> Any:
                 "cluster": (np.zeros(0), np.zeros((0, p)))}[what]
     with _EVAL_LOCK:
         activate(spec, lik, chunk)
+        if what == "call":
+            return fn(lik, x)
         if what == "n":
             return lik.count_obs(x)
         if what == "f":
@@ -237,6 +244,16 @@ class ChunkedObjective:
             self._observed = self._sum("obs", self.lik.x0())
         return self._observed
 
+    def map_chunks(self, fn: Callable, x) -> list:
+        """``fn(lik, x)`` on every chunk with rows, bound into the model (one data pass).
+
+        ``fn`` must be a module-level function (Dask pickles it to the workers) returning a small
+        summary (e.g. a Gram matrix or an R factor); the list of summaries comes back."""
+        parts = self.backend.map("call", np.asarray(x, dtype=float), fn=fn)
+        self.passes += 1
+        self.rows_read += self.backend.n_rows
+        return [part for part in parts if part is not None]
+
     def perfect_counts(self, x) -> tuple[int, int]:
         """(observations fitted with probability 1, all observations): the separation check."""
         return self._sum("perfect", x)
@@ -308,14 +325,14 @@ class StreamBackend:
         self.notes = ()
         self._group_sources: dict[str, Any] = {}
 
-    def map(self, what, x, group_column=None) -> Iterable:
+    def map(self, what, x, group_column=None, fn=None) -> Iterable:
         if what == "cluster":
             yield from self._map_cluster(x, group_column)
             return
         count = 0
         for chunk in self.source.chunks():
             count += 1
-            yield chunk_sums(self.spec, self.lik, chunk, what, x)
+            yield chunk_sums(self.spec, self.lik, chunk, what, x, fn=fn)
         self.n_chunks = count
 
     def _map_cluster(self, x, column):

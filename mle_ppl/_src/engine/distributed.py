@@ -96,16 +96,16 @@ def _head(chunk, k: int):
     return replace(chunk, bound=replace(b, arrays=arrays, n=min(k, b.n)), n=min(k, b.n))
 
 
-def _evaluate(recipe: _Recipe, chunk, what: str, x: np.ndarray, groups=None):
+def _evaluate(recipe: _Recipe, chunk, what: str, x: np.ndarray, groups=None, fn=None):
     if chunk.bound is None:
-        return _empty(recipe, what)
+        return None if what == "call" else _empty(recipe, what)
     spec = _worker_spec(recipe)
     from mle_ppl._src.engine.chunked import _EVAL_LOCK
 
     with _EVAL_LOCK:
         model = spec.model_for_bound(chunk.bound)
         lik = likelihood_for(model, likelihood_only=recipe.likelihood_only, mode=recipe.mode)
-    return chunk_sums(spec, lik, chunk, what, x, groups=groups)
+    return chunk_sums(spec, lik, chunk, what, x, groups=groups, fn=fn)
 
 
 def _empty(recipe: _Recipe, what: str):
@@ -153,7 +153,7 @@ class DaskBackend:
         self.notes = ()
         self._groups: dict = {}
 
-    def map(self, what, x, group_column=None):
+    def map(self, what, x, group_column=None, fn=None):
         import dask
 
         if what == "cluster":
@@ -161,7 +161,7 @@ class DaskBackend:
             tasks = [dask.delayed(_evaluate, pure=False)(self.recipe, b, what, x, g)
                      for b, g in zip(self.bound, groups, strict=True)]
         else:
-            tasks = [dask.delayed(_evaluate, pure=False)(self.recipe, b, what, x)
+            tasks = [dask.delayed(_evaluate, pure=False)(self.recipe, b, what, x, None, fn)
                      for b in self.bound]
         return dask.compute(*tasks)
 

@@ -199,12 +199,18 @@ def num_or_none(v) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def regression_check(fit: Estimate, det: Detected, *, se_tol: float, loglik_tol: float
-                     ) -> ClosedFormCheck:
-    """Least squares: coefficients, MSE = RSS/n, σ̂ = √MSE and the log-likelihood identity."""
+def regression_check(fit: Estimate, det: Detected, *, se_tol: float, loglik_tol: float,
+                     n_obs: int | None = None, reference: str | None = None) -> ClosedFormCheck:
+    """Least squares: coefficients, MSE = RSS/n, σ̂ = √MSE and the log-likelihood identity.
+
+    ``n_obs`` and ``reference`` are for a reduced problem with the same least-squares solution
+    and residual sums (the R factor of chunked data, :mod:`.chunked_checks`): its rows are not
+    the observations, so ``n_obs`` gives their number."""
     X, y, c = det.design, det.y, det.offset
     n, m = X.shape
-    ls = least_squares(X, y - c)
+    if n_obs is not None:
+        n = int(n_obs)
+    ls = least_squares(X, y - c, n_rows=n_obs)
     lik = fit.likelihood
     labels = [lik.labels[i] for i in det.cols]
     rss = ls.rss
@@ -275,8 +281,8 @@ def regression_check(fit: Estimate, det: Detected, *, se_tol: float, loglik_tol:
               "σ̂² = RSS/n is the mean squared error.")
     return ClosedFormCheck(applies=True, reason=reason, kind="least_squares", family="normal",
                            link="identity", observed=det.observed,
-                           reference="NumPy SVD least squares on the column-equilibrated design "
-                                     "(+1 refinement step)",
+                           reference=reference or "NumPy SVD least squares on the "
+                                     "column-equilibrated design (+1 refinement step)",
                            rows=tuple(rows), extras=extras, notes=tuple(notes),
                            references=references)
 

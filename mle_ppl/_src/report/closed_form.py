@@ -33,6 +33,7 @@ from mle_ppl._src.report.checks import (
     cross_entropy_check,
     regression_check,
 )
+from mle_ppl._src.report.chunked_checks import chunked_check
 from mle_ppl._src.report.detect import NotApplicable, detect
 from mle_ppl._src.report.legend import add_key
 
@@ -90,10 +91,6 @@ def closed_form_check(fit: Estimate, *, se_tol: float = SE_TOL,
 
 def _compute(fit: Estimate, *, se_tol: float, loglik_tol: float) -> ClosedFormCheck:
     lik = fit.likelihood
-    if not getattr(lik, "rows_in_memory", True):
-        return ClosedFormCheck(applies=False, reason=(
-            "the closed-form checks read the data in memory; this fit read them in chunks "
-            f"({lik.data_source.get('kind')}), so no check was made."))
     current = -lik.value(np.asarray(fit.x))
     if not math.isclose(current, fit.loglik, rel_tol=1e-9, abs_tol=1e-9):
         raise MLEError(
@@ -101,6 +98,8 @@ def _compute(fit: Estimate, *, se_tol: float, loglik_tol: float) -> ClosedFormCh
             f"is now {current:.10g}; pm.set_data?). Refit, then call closed_form() before "
             "changing the data again.")
     try:
+        if not getattr(lik, "rows_in_memory", True):
+            return chunked_check(fit, se_tol=se_tol, loglik_tol=loglik_tol)
         det = detect(fit.likelihood, fit.x)
         if det.family == "normal":
             return regression_check(fit, det, se_tol=se_tol, loglik_tol=loglik_tol)

@@ -48,7 +48,7 @@ class LeastSquares:
     singular_values: np.ndarray  #: of the equilibrated design
 
 
-def least_squares(X: np.ndarray, z: np.ndarray) -> LeastSquares:
+def least_squares(X: np.ndarray, z: np.ndarray, n_rows: int | None = None) -> LeastSquares:
     """Minimise ``||z - X b||²`` by SVD of ``X`` with unit-norm columns, plus one refinement step.
 
     Column equilibration makes the solution insensitive to column scales (10⁶ apart is common);
@@ -63,6 +63,7 @@ def least_squares(X: np.ndarray, z: np.ndarray) -> LeastSquares:
     X = np.asarray(X, dtype=float)
     z = np.asarray(z, dtype=float)
     n, m = X.shape
+    n = n if n_rows is None else n_rows  # rows of the original design when X is its R factor
     norms = np.linalg.norm(X, axis=0)
     d = np.where(norms > 0, norms, 1.0)
     Xs = X / d
