@@ -1,4 +1,4 @@
-"""The least-squares closed-form check on chunked data (streamed Parquet, Dask): a QR reduced by chunks.
+"""The least-squares closed-form check on chunked data (streamed, Dask): a QR reduced by chunks.
 
 For a Gaussian likelihood whose mean is linear in the coefficients, everything the check needs is
 a function of the augmented design ``[X, z]`` (``z = y − offset``) through its Gram matrix: the
