@@ -187,7 +187,10 @@ class Structure:
         """
         M = np.zeros_like(self.V)
         for (idx, col, mask), S in zip(self.buckets, blocks, strict=True):
-            M[col[:, None, :], idx[:, :, None]] = np.where(mask, S, 0.0)
+            # only the pattern's entries: an off-pattern entry shares its colour with an
+            # on-pattern one in the same row, and writing its 0 would overwrite that entry
+            b, i, j = np.nonzero(mask)
+            M[col[b, j], idx[b, i]] = S[b, i, j]
         return M
 
 
