@@ -471,3 +471,31 @@ def test_dask_least_squares_check_equals_in_memory(data):
     assert list(rs) == list(rm)
     for q, r in rs.items():  # rel 1e-10: QR vs SVD on a well-conditioned design
         assert r.closed_form == pytest.approx(rm[q].closed_form, rel=1e-10, abs=1e-13)
+
+
+def test_streamed_least_squares_check_memory_is_bounded(tmp_path):
+    # The chunk's design comes from a per-row Jacobian, whose compiled graph holds a rows x rows
+    # intermediate; it is taken in blocks of SCORE_ROWS rows. On 4,000-row chunks a whole-chunk
+    # Jacobian would allocate >= 4000² x 8 B = 128 MB; the peak of NumPy allocations
+    # (tracemalloc) during the check must stay under 16 MB (blocks: 256² x 8 B = 0.5 MB).
+    import tracemalloc
+
+    rng = np.random.default_rng(6)
+    n = 8_000
+    df = pd.DataFrame({"x1": rng.normal(size=n), "x2": rng.normal(size=n)})
+    df["y"] = 1 + df.x1 - df.x2 + rng.normal(size=n)
+    df.to_parquet(tmp_path / "d.parquet")
+    (tmp_path / "l.toml").write_text('[model]\nname = "l"\nformula = "y ~ x1 + x2"\n'
+                                     'family = "gaussian"\n')
+    st = mle_ppl.fit(tmp_path / "l.toml", data=tmp_path, chunk_rows=4_000)
+    tracemalloc.start()
+    check = st.closed_form()
+    _, top = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert check.agrees
+    assert top < 16 * 2**20, top
+    X = np.c_[np.ones(n), df.x1, df.x2]
+    coef, rss, *_ = np.linalg.lstsq(X, df.y.to_numpy(), rcond=None)
+    assert [r.quantity for r in check.rows[:3]] == list(st.labels[:3])
+    np.testing.assert_allclose([r.closed_form for r in check.rows[:3]], coef, rtol=1e-10)
+    assert check.extras["RSS"] == pytest.approx(float(rss[0]), rel=1e-10)

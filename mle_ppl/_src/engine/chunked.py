@@ -53,8 +53,9 @@ def activate(spec, lik, chunk) -> None:
 def chunk_sums(spec, lik, chunk, what: str, x: np.ndarray, groups=None, fn=None) -> Any:
     """One chunk's contribution to a sum (see :class:`ChunkedObjective` for ``what``).
 
-    ``what="call"`` returns ``fn(lik, x)`` with the chunk bound (None for a chunk without rows):
-    the hook :meth:`ChunkedObjective.map_chunks` gives upper layers (the closed-form checks)."""
+    ``what="call"`` returns ``[fn(lik, x), ...]``, one per block of :data:`SCORE_ROWS` rows of the
+    chunk bound into the model (None for a chunk without rows): the hook
+    :meth:`ChunkedObjective.map_chunks` gives upper layers (the closed-form checks)."""
     p = lik.n_params
     if chunk.bound is None:  # a chunk without rows adds nothing
         if what == "call":
@@ -67,8 +68,8 @@ def chunk_sums(spec, lik, chunk, what: str, x: np.ndarray, groups=None, fn=None)
                 "cluster": (np.zeros(0), np.zeros((0, p)))}[what]
     with _EVAL_LOCK:
         activate(spec, lik, chunk)
-        if what == "call":
-            return fn(lik, x)
+        if what == "call":  # per block of rows, as the scores: a Jacobian over a whole chunk
+            return [fn(lik, x) for _ in _row_blocks(spec, lik, chunk)]  # is rows x rows
         if what == "n":
             return lik.count_obs(x)
         if what == "f":
@@ -245,14 +246,15 @@ class ChunkedObjective:
         return self._observed
 
     def map_chunks(self, fn: Callable, x) -> list:
-        """``fn(lik, x)`` on every chunk with rows, bound into the model (one data pass).
+        """``fn(lik, x)`` on every block of :data:`SCORE_ROWS` rows of every chunk, bound into the
+        model (one data pass; blocks bound memory when ``fn`` takes per-row Jacobians).
 
         ``fn`` must be a module-level function (Dask pickles it to the workers) returning a small
-        summary (e.g. a Gram matrix or an R factor); the list of summaries comes back."""
+        summary (e.g. an R factor); the list of summaries comes back."""
         parts = self.backend.map("call", np.asarray(x, dtype=float), fn=fn)
         self.passes += 1
         self.rows_read += self.backend.n_rows
-        return [part for part in parts if part is not None]
+        return [block for part in parts if part is not None for block in part]
 
     def perfect_counts(self, x) -> tuple[int, int]:
         """(observations fitted with probability 1, all observations): the separation check."""
