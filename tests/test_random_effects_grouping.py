@@ -98,3 +98,31 @@ def test_crossed_gradient_is_exact():
     fd = [(obj.value(x + eps * e) - obj.value(x - eps * e)) / (2 * eps) for e in np.eye(5)]
     # central differences: truncation ~eps^2 |f'''|, rounding ~1e-16 |f| / eps ~ 1e-9
     np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-6)
+
+
+def test_fixed_effects_integrated_out_give_statsmodels_reml():
+    # The engine-level basis for REML (issue 14, not yet exposed as fit(reml=True)): integrating
+    # the flat fixed effects out together with u (exact for a Gaussian LMM) gives the
+    # restricted likelihood. statsmodels' REML loglik, with its profiled scale substituted, is
+    # -½ log det V - ½ log det X'V⁻¹X - ½ r'V⁻¹r - (n - k)/2 log 2π, which is exactly
+    # log ∫ p(y | β, θ) dβ: the same constant, nothing to add.
+    import scipy.optimize as so
+    from test_random_effects import _intercept_data, _intercept_model
+
+    from mle_ppl._src.engine.laplace import LaplaceMarginal
+    from mle_ppl._src.engine.random_effects import Roles
+
+    df = _intercept_data()
+    obj = LaplaceMarginal(_intercept_model(df), Roles(flat=("sd_u", "sigma"),
+                                                      random=("u", "a", "b"), priors=(),
+                                                      detected=False))
+    res = so.minimize(obj.value_and_grad, obj.x0(), jac=True, method="BFGS",
+                      options={"gtol": 1e-9})
+    md = smf.mixedlm("y ~ x", df, groups=df["g"])
+    ref = md.fit(reml=True, method="bfgs", gtol=1e-10)
+    assert -res.fun == pytest.approx(ref.llf, rel=1e-6)
+    np.testing.assert_allclose(np.exp(2 * res.x), [ref.cov_re.iloc[0, 0], ref.scale], rtol=1e-4)
+    # the fixed effects' conditional modes are the GLS estimates at the REML variance components
+    assert obj.u_layout.names[:2] == ("a", "b")  # the layout follows declaration order
+    u, _ = obj.modes(res.x)
+    np.testing.assert_allclose(u[:2], ref.fe_params, rtol=1e-6)
