@@ -479,19 +479,14 @@ def _coordinate_profile(fit: Estimate, i: int, *, level, max_steps, step) -> Pro
     lik = fit.likelihood
     label = lik.labels[i]
     block = next(b for b in lik.blocks if b.start <= i < b.start + b.size)
+    # a bounded parameter's boundary is BOUNDARY_U from its MLE (free of the data's units: y x 1e-30
+    # puts log sigma at -69); one held on its boundary (a variance component at 0, no standard
+    # error) walks up from there
     held = (block.transform is not None and fit.x[i] <= -BOUNDARY_U
             and not np.isfinite(fit.std_errors.iloc[i]))
-    if held:
-        # held on its boundary (a variance component at 0, no standard error): walk up from there
-        limits = (-BOUNDARY_U, BOUNDARY_U)
-        if step is None:
-            step = 1.0
-    elif block.transform is not None:
-        # measured from the MLE, so the test does not depend on the data's units (y x 1e-30 puts
-        # log sigma at -69 and is no boundary): BOUNDARY_U on a log scale is a factor e^30
-        limits = (fit.x[i] - BOUNDARY_U, fit.x[i] + BOUNDARY_U)
-    else:
-        limits = (-np.inf, np.inf)
+    limits = ((-BOUNDARY_U, BOUNDARY_U) if held else (-np.inf, np.inf)
+              if block.transform is None else (fit.x[i] - BOUNDARY_U, fit.x[i] + BOUNDARY_U))
+    step = 1.0 if held and step is None else step
     solver = _CoordinateSolver(lik, i)
     points, ends, _, notes = _walk(fit, solver, level=level, max_steps=max_steps, step=step,
                                    t_limits=limits, name=label)
