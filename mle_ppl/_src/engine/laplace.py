@@ -43,6 +43,7 @@ from mle_ppl._src.engine.likelihood import (
     _labels,
     _support,
     resolve_mode,
+    unconstrain,
 )
 from mle_ppl._src.engine.objective import NotAvailable, ParamBlock
 from mle_ppl._src.engine.random_effects import Roles, _params
@@ -492,14 +493,7 @@ class LaplaceMarginal:
         return self.constrained_and_jacobian(x)[1]
 
     def unconstrain(self, values) -> np.ndarray:
-        out = np.zeros(self.n_params)
-        for rv, b in zip(self._theta_rvs, self.blocks, strict=True):
-            v = np.asarray(values[b.name], dtype=float).reshape(b.shape)
-            tr = self.model.rvs_to_transforms.get(rv)
-            if tr is not None:
-                v = np.asarray(tr.forward(pt.as_tensor(v), *rv.owner.inputs).eval(), dtype=float)
-            out[b.slice] = v.ravel()
-        return out
+        return unconstrain(self.model, self._theta_rvs, self.blocks, values)
 
     @property
     def observed_data(self) -> dict[str, np.ndarray]:

@@ -270,6 +270,19 @@ def check_structure(model: pm.Model) -> None:
         )
 
 
+def unconstrain(model: pm.Model, rvs, blocks, values: dict[str, np.ndarray]) -> np.ndarray:
+    """User-scale values (by variable name) of ``rvs`` -> the flat unconstrained vector laid out
+    by ``blocks`` (one block per variable, same order), through the model's transforms."""
+    out = np.zeros(sum(b.size for b in blocks))
+    for rv, b in zip(rvs, blocks, strict=True):
+        v = np.asarray(values[b.name], dtype=float).reshape(b.shape)
+        tr = model.rvs_to_transforms.get(rv)
+        if tr is not None:
+            v = np.asarray(tr.forward(pt.as_tensor(v), *rv.owner.inputs).eval(), dtype=float)
+        out[b.slice] = v.ravel()
+    return out
+
+
 class Likelihood:
     """Negative log-likelihood of a PyMC model and its derivatives, compiled once per model.
 
@@ -510,14 +523,7 @@ class Likelihood:
 
     def unconstrain(self, values: dict[str, np.ndarray]) -> np.ndarray:
         """Map user-scale values (by variable name) to the flat unconstrained vector."""
-        out = np.zeros(self.n_params)
-        for rv, b in zip(self.model.free_RVs, self.blocks, strict=True):
-            v = np.asarray(values[b.name], dtype=float).reshape(b.shape)
-            tr = self.model.rvs_to_transforms.get(rv)
-            if tr is not None:
-                v = np.asarray(tr.forward(pt.as_tensor(v), *rv.owner.inputs).eval(), dtype=float)
-            out[b.slice] = v.ravel()
-        return out
+        return unconstrain(self.model, self.model.free_RVs, self.blocks, values)
 
     @cached_property
     def observed_data(self) -> dict[str, np.ndarray]:
