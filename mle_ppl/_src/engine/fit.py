@@ -18,7 +18,7 @@ from mle_ppl._src.engine.objective import Objective
 from mle_ppl._src.engine.optimize import OptimResult, get_method
 from mle_ppl._src.engine.start import explain_nonfinite_start, start_vector
 from mle_ppl._src.engine.uncertainty import diagnose
-from mle_ppl._src.errors import DataError, MLEError, first_line, rows_text
+from mle_ppl._src.errors import DataError, MLEError, ModelError, first_line, rows_text
 
 
 def _check_finite(name: str, value: np.ndarray) -> None:
@@ -121,6 +121,7 @@ def estimate(
     chunk_rows: int | None = None,
     memory_budget: int | str | None = None,
     random: Sequence[str] | None = None,
+    n_quadrature: int | None = None,
 ) -> Estimate:
     """Maximum-likelihood fit of a PyMC model with flat priors (the MAP point under flat priors).
 
@@ -171,6 +172,11 @@ def estimate(
         Names of the random effects to integrate out (Laplace approximation; see the README,
         "Random effects"). Default: detected (a free variable with a proper distribution whose
         parameters depend on free parameters); ``[]`` turns random effects off.
+    n_quadrature : int, optional
+        Integrate the random effects out by adaptive Gauss-Hermite quadrature with this many
+        nodes per group (1 to 100; glmer's ``nAGQ``; 1 is the Laplace approximation) instead of
+        the Laplace approximation. Only for one scalar random effect per group of one grouping
+        factor (random intercepts).
 
     Returns
     -------
@@ -187,6 +193,9 @@ def estimate(
     """
     optimizer = get_method(method)
     from mle_ppl._src.engine.chunked import plan
+    from mle_ppl._src.engine.quadrature import check_nodes
+
+    n_quadrature = check_nodes(n_quadrature)
 
     how = plan(model, data, chunk_rows=chunk_rows, memory_budget=memory_budget)
     if how is not None and how.kind == "memory":
@@ -199,16 +208,17 @@ def estimate(
         return _fit(pm_model, name, table, spec, optimizer, how=how, method=method,
                     likelihood_only=likelihood_only, start=start, tol=tol, max_iter=max_iter,
                     learning_rate=learning_rate, progress=progress, mode=mode, warn=warn,
-                    starts=starts, random_seed=random_seed, random=random)
+                    starts=starts, random_seed=random_seed, random=random,
+                    n_quadrature=n_quadrature)
 
 
 def _fit(pm_model, name, table, spec, optimizer, *, how=None, method, likelihood_only, start,
          tol, max_iter, learning_rate, progress, mode, warn, starts, random_seed,
-         random=None) -> Estimate:
+         random=None, n_quadrature=None) -> Estimate:
     if pm_model is not None:
         check_model_data(pm_model)
     lik = objective_for(pm_model, likelihood_only=likelihood_only, mode=mode, how=how,
-                        progress=progress, random=random)
+                        progress=progress, random=random, n_quadrature=n_quadrature)
     pm_model = lik.model
     x0 = lik.x0()
     if start is not None:
@@ -252,7 +262,8 @@ def _fit(pm_model, name, table, spec, optimizer, *, how=None, method, likelihood
 
 def objective_for(pm_model: pm.Model | None, *, likelihood_only: bool, mode: str, how=None,
                   progress: bool = False,
-                  random: Sequence[str] | None = None) -> Objective:
+                  random: Sequence[str] | None = None,
+                  n_quadrature: int | None = None) -> Objective:
     """The objective that ``fit`` maximises for ``pm_model``: the one place that chooses an
     implementation of :class:`~mle_ppl._src.engine.objective.Objective`.
 
@@ -261,8 +272,12 @@ def objective_for(pm_model: pm.Model | None, *, likelihood_only: bool, mode: str
     :class:`~mle_ppl._src.engine.chunked.Plan`) the same compiled pieces summed over Parquet
     chunks or Dask partitions. A model with random effects
     (:func:`~mle_ppl._src.engine.random_effects.classify`) gets the Laplace-marginal objective
-    (:mod:`~mle_ppl._src.engine.laplace`).
+    (:mod:`~mle_ppl._src.engine.laplace`), or with ``n_quadrature`` the adaptive Gauss-Hermite
+    one over it (:mod:`~mle_ppl._src.engine.quadrature`).
     """
+    if n_quadrature is not None and how is not None:
+        raise MLEError(f"n_quadrature= integrates random effects out; data read in chunks "
+                       f"({how.kind}) are fitted without random effects. Drop n_quadrature.")
     if how is not None and how.kind == "streamed":
         from mle_ppl._src.engine.chunked import streamed_objective
 
@@ -282,7 +297,18 @@ def objective_for(pm_model: pm.Model | None, *, likelihood_only: bool, mode: str
     if roles.random:
         from mle_ppl._src.engine.laplace import laplace_for
 
-        return laplace_for(pm_model, roles, likelihood_only=likelihood_only, mode=mode)
+        lap = laplace_for(pm_model, roles, likelihood_only=likelihood_only, mode=mode)
+        if n_quadrature is None:
+            return lap
+        from mle_ppl._src.engine.quadrature import quadrature_for
+
+        return quadrature_for(lap, n_quadrature)
+    if n_quadrature is not None:
+        raise ModelError(f"n_quadrature={n_quadrature} integrates random effects out, but the "
+                         "model has none (no free variable with a proper distribution whose "
+                         "parameters depend on free parameters). Drop n_quadrature.",
+                         cli="--n-quadrature integrates random effects out, but the model has "
+                             "none. Drop --n-quadrature.")
     return likelihood_for(pm_model, likelihood_only=likelihood_only, mode=mode)
 
 
