@@ -37,6 +37,7 @@ def add_arguments(parser) -> None:
         seed,
     )
     from mle_ppl._src.engine.optimize import METHODS
+    from mle_ppl._src.engine.quadrature import MAX_NODES
 
     add_model_arguments(parser)
     parser.add_argument("--json", action="store_true",
@@ -70,6 +71,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
                         help="fit on a running Dask scheduler (tcp://host:8786); --data is read "
                              "with dask.dataframe (needs pip install 'mle-ppl[dask]')")
+    parser.add_argument("--n-quadrature", type=int_range(1, MAX_NODES), default=None,
+                        metavar="K",
+                        help="integrate a scalar random effect per group (random intercepts) by "
+                             "adaptive Gauss-Hermite quadrature with K nodes (glmer's nAGQ; 1 "
+                             "is Laplace) instead of the Laplace approximation")
     parser.add_argument("--quiet", action="store_true",
                         help="print nothing but the JSON document (with --json); the exit "
                              "status tells the outcome")
@@ -147,7 +153,7 @@ def run(args) -> int:
         # progress on stderr: on a terminal; for chunked data a line per iteration always
         result = fit(args.model, data, method=args.method, max_iter=args.max_iter, warn=False,
                      starts=args.starts, random_seed=args.seed, chunk_rows=args.chunk_rows,
-                     memory_budget=args.memory_budget,
+                     memory_budget=args.memory_budget, n_quadrature=args.n_quadrature,
                      progress=progress_enabled(args.quiet) or (chunked and not args.quiet))
         if args.cluster is not None and result.data is not None:
             _check_cluster(result, args.cluster)

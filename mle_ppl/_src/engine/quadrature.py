@@ -32,10 +32,7 @@ from collections import OrderedDict
 from dataclasses import replace
 
 import numpy as np
-import pytensor.tensor as pt
-from scipy.special import logsumexp
 
-from mle_ppl._src.engine.re_structure import incidence
 from mle_ppl._src.errors import MLEError, ModelError
 
 #: Largest number of nodes accepted (glmer allows 25; 100 nodes are exact to rounding for
@@ -114,6 +111,8 @@ class AdaptiveQuadrature:
         lap = self.laplace
         st = lap.structure  # probes the data again when they changed
         if st is not self._group_key:
+            from mle_ppl._src.engine.re_structure import incidence
+
             if st.max_block > 1:
                 raise ModelError(_coupled(lap))
             x = lap.x0()
@@ -144,6 +143,8 @@ class AdaptiveQuadrature:
         out = self._cache.get(key)
         if out is not None and (out.grad is not None or not need_grad):
             return out
+        from scipy.special import logsumexp
+
         lap = self.laplace
         if need_grad:
             f_lap, g_lap = lap.value_and_grad(x)
@@ -274,6 +275,8 @@ def _weighted_grad(lap):
     """Compiled ``(z, c) -> ∂(Σ_i c_i termᵢ)/∂z`` for the Laplace objective's graph (once)."""
     fn = _WEIGHTED.get(lap)
     if fn is None:
+        import pytensor.tensor as pt
+
         c = pt.vector("c", dtype=lap._z.dtype)
         fn = lap._fn([lap._z, c], pt.grad(pt.sum(lap._terms * c), lap._z))
         _WEIGHTED[lap] = fn
