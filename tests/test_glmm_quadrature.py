@@ -214,6 +214,8 @@ def test_quadrature_maximum_against_grid_maximum(fam):
     assert fit.random_effects.method == "adaptive Gauss-Hermite, 25 nodes"
     assert fit.to_dict()["random_effects"]["method"] == "adaptive Gauss-Hermite, 25 nodes"
     assert any("adaptive Gauss-Hermite quadrature (25 nodes" in n for n in fit.notes)
+    attrs = fit.to_datatree()["optimizer_result"].attrs
+    assert attrs["random_effects_method"] == "adaptive Gauss-Hermite, 25 nodes"
     n_pos = 2  # a, b unconstrained; the scales on the log scale
 
     def to_theta(t):
@@ -326,7 +328,7 @@ def test_random_slopes_laplace_against_2d_quadrature():
     assert _slopes_ref(theta, y, x, g, G, 30) == pytest.approx(exact, abs=1e-10)
     # the engine's Laplace value is the independent 2-D Laplace to rounding
     assert -lap.value(xu) == pytest.approx(laplace, rel=1e-11)
-    # Laplace's error here: ~1e-3 in 12 Poisson counts per group (reported in the README)
+    # Laplace's error here: ~0.04 over 25 groups of 12 counts (reported in the README)
     assert 1e-5 < abs(exact - laplace) < 0.05
     # vector random effects have no scalar quadrature: refused by name
     with pytest.raises(ModelError, match="'u' has 2 entries per group"):

@@ -70,7 +70,9 @@ def fit_to_datatree(fit, *, laplace_draws: int = 0, random_seed=None) -> xr.Data
          "hessian_min_eig": fit.hessian_min_eig, "hessian_cond": fit.hessian_cond},
         attrs={"method": fit.method, "model": fit.model_name,
                "warnings": "\n".join(fit.warnings),
-               "kind": "laplace" if laplace_draws else "mle"})
+               "kind": "laplace" if laplace_draws else "mle",
+               "random_effects_method": (fit.random_effects.method
+                                         if fit.random_effects is not None else "")})
     # closed-form solution (least squares / minimum cross-entropy) as ArviZ reference values
     from mle_ppl._src.report.closed_form import closed_form_groups
 
