@@ -79,3 +79,24 @@ class DataFunction:
         if name in DataFunction.__slots__:  # not set yet (copy, unpickling)
             raise AttributeError(name)
         return getattr(self.fn, name)
+
+
+class Quiet:
+    """A compiled function run with NumPy's floating-point warnings off.
+
+    The Python-VM mode evaluates with NumPy kernels, which warn on ``inf - inf`` or ``log(0)``
+    where the Numba kernels silently give ``nan``/``-inf``; the optimizers treat non-finite values
+    themselves (a step to them is rejected), so the warnings would only be noise.
+    """
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, *args, **kwargs):
+        with np.errstate(all="ignore"):
+            return self.fn(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.fn, name)

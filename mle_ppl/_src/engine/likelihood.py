@@ -29,7 +29,7 @@ from pymc.pytensorf import join_nonshared_inputs
 from pytensor.compile.mode import get_mode
 
 from mle_ppl._src.engine import diskcache
-from mle_ppl._src.engine.compiled import DataFunction, lift_data
+from mle_ppl._src.engine.compiled import DataFunction, Quiet, lift_data
 from mle_ppl._src.engine.objective import ParamBlock
 from mle_ppl._src.errors import DataError, ModelError, rows_text
 
@@ -129,28 +129,7 @@ def _compile(inputs, outputs, mode, *, model: pm.Model | None = None):
             if key is not None:
                 diskcache.store(key, fn)
     fn = DataFunction(fn, sources)
-    return _Quiet(fn) if mode == SMALL_MODE else fn
-
-
-class _Quiet:
-    """A compiled function run with NumPy's floating-point warnings off.
-
-    The Python-VM mode evaluates with NumPy kernels, which warn on ``inf - inf`` or ``log(0)``
-    where the Numba kernels silently give ``nan``/``-inf``; the optimizers treat non-finite values
-    themselves (a step to them is rejected), so the warnings would only be noise.
-    """
-
-    __slots__ = ("fn",)
-
-    def __init__(self, fn):
-        self.fn = fn
-
-    def __call__(self, *args, **kwargs):
-        with np.errstate(all="ignore"):
-            return self.fn(*args, **kwargs)
-
-    def __getattr__(self, name):
-        return getattr(self.fn, name)
+    return Quiet(fn) if mode == SMALL_MODE else fn
 
 
 def _labels(name: str, shape: tuple[int, ...], dims: tuple, coords: dict) -> tuple[str, ...]:
@@ -410,6 +389,22 @@ class Likelihood:
         return _compile([self._x], hess, self.mode, model=self.model)
 
     @cached_property
+    def _predictors(self):
+        """Value, gradient and Hessian through linear predictors with the data products in NumPy
+        row blocks (:mod:`~mle_ppl._src.engine.predictors`), or None (not that structure)."""
+        if self._hessian_kind != "auto":
+            return None
+        from mle_ppl._src.engine.predictors import predictor_eval
+        from mle_ppl._src.engine.structured import cut_predictors
+
+        cut = cut_predictors(self._nll, self._x, self.n_params, any_length=True)
+        ev = None if cut is None else predictor_eval(
+            self._x, self.n_params, cut, lambda i, o: _compile(i, o, self.mode, model=self.model))
+        if ev is not None:
+            self.hessian_kind = "structured"
+        return ev
+
+    @cached_property
     def _fn_pointwise(self):
         return _compile([self._x], self._pointwise, self.mode, model=self.model)
 
@@ -430,8 +425,9 @@ class Likelihood:
 
     def compile_all(self) -> None:
         """Compile the functions a fit needs (value, gradient, Hessian), so timing excludes it."""
-        self._fn_value_and_grad  # noqa: B018
-        self._fn_hessian  # noqa: B018
+        if self._predictors is None:
+            self._fn_value_and_grad  # noqa: B018
+            self._fn_hessian  # noqa: B018
 
     # ------------------------------------------------------------ evaluation
     def value(self, x: np.ndarray) -> float:
@@ -440,11 +436,15 @@ class Likelihood:
 
     def value_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         """Negative log-likelihood and its gradient (unconstrained scale), one fused call."""
+        if self._predictors is not None:
+            return self._predictors.value_and_grad(np.array(x, dtype=float))
         f, g = self._fn_value_and_grad(np.asarray(x, dtype=float))
         return float(f), np.asarray(g, dtype=float)
 
     def hessian(self, x: np.ndarray) -> np.ndarray:
         """Hessian of the negative log-likelihood on the unconstrained scale."""
+        if self._predictors is not None:
+            return self._predictors.hessian(np.array(x, dtype=float))
         h = np.asarray(self._fn_hessian(np.asarray(x, dtype=float)), dtype=float)
         return 0.5 * (h + h.T)
 

@@ -194,14 +194,18 @@ def _separable(nll, ts) -> bool:
     return state.get(nll, (None,))[0] == "sum"
 
 
-def structured_hessian(nll, x, n_params: int):
-    """The Hessian graph of ``nll`` in ``x`` through its linear predictors, or None (no such
-    structure, or it could not be proven: the caller then uses the generic Jacobian)."""
-    import pytensor
-    import pytensor.tensor as pt
-    from pytensor.graph.replace import clone_replace, graph_replace
+def cut_predictors(nll, x, n_params: int, *, any_length: bool = False):
+    """``(terms, ts, nll_r, others)``: the linear predictors ``terms = [(T, D, (a, b))]`` of
+    ``nll``, cut out as free vectors ``ts`` in ``nll_r``, and the positions of the parameters
+    outside them; None when the NLL does not have that structure or it cannot be proven.
+
+    ``any_length``: the vectors ``ts`` have an unknown length (the graph then does not depend on
+    the number of rows, as for lifted data; see :mod:`~mle_ppl._src.engine.compiled`).
+    """
+    from pytensor.graph.replace import clone_replace
     from pytensor.graph.traversal import applys_between
     from pytensor.tensor.subtensor import Subtensor
+    from pytensor.tensor.type import TensorType
 
     terms = _linear_terms(nll, x)
     if not terms:
@@ -212,8 +216,13 @@ def structured_hessian(nll, x, n_params: int):
     others = np.flatnonzero(~structured)
     if len(others) > MAX_OTHER:
         return None
-    ts = [t.type() for t, _, _ in terms]
-    nll_r = clone_replace(nll, {t: new for (t, _, _), new in zip(terms, ts, strict=True)})
+    if any_length:
+        ts = [TensorType(t.dtype, shape=tuple(1 if s == 1 else None for s in t.type.shape))()
+              for t, _, _ in terms]
+    else:
+        ts = [t.type() for t, _, _ in terms]
+    nll_r = clone_replace(nll, {t: new for (t, _, _), new in zip(terms, ts, strict=True)},
+                          rebuild_strict=not any_length)
     # the structured coordinates must be gone from the graph once the predictors are cut out
     for node in applys_between([x], [nll_r]):
         if x not in node.inputs:
@@ -227,7 +236,20 @@ def structured_hessian(nll, x, n_params: int):
             return None
     if not _separable(nll_r, ts):
         return None
+    return terms, ts, nll_r, others
 
+
+def structured_hessian(nll, x, n_params: int):
+    """The Hessian graph of ``nll`` in ``x`` through its linear predictors, or None (no such
+    structure, or it could not be proven: the caller then uses the generic Jacobian)."""
+    import pytensor
+    import pytensor.tensor as pt
+    from pytensor.graph.replace import graph_replace
+
+    cut = cut_predictors(nll, x, n_params)
+    if cut is None:
+        return None
+    terms, ts, nll_r, others = cut
     grads = pytensor.grad(nll_r, ts, disconnected_inputs="ignore")
     back = dict(zip(ts, [t for t, _, _ in terms], strict=True))
     H = pt.zeros((n_params, n_params))
