@@ -321,7 +321,8 @@ class Likelihood:
                 self.bounded[b.slice] = True
         self.bounded.flags.writeable = False
         self._n_obs_by_shapes: dict[tuple, int] = {}
-        #: "auto": the structured Hessian where the graph has linear predictors; "generic": never
+        #: "auto": linear predictors' products in NumPy (predictors.py) where the graph has them;
+        #: "graph": their structured Hessian inside the compiled graph; "generic": neither
         self._hessian_kind = "auto"
         self._build_graph()
 
