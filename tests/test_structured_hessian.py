@@ -227,3 +227,31 @@ def test_row_blocks_see_new_data_at_the_same_point():
     assert f == pytest.approx(np.sum(np.logaddexp(0, eta) - Y_BIN * eta), rel=1e-12)
     np.testing.assert_allclose(g, Xc.T @ (mu - Y_BIN), rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(H, Xc.T @ (Xc * (mu * (1 - mu))[:, None]), rtol=1e-10)
+
+
+def test_gaussian_gram_kept_within_a_fit_only():
+    """A Gaussian's Hessian reuses DᵀD within one fit; data changed in place between two fits
+    (the same array object) are seen by the second fit: estimates and SEs against statsmodels
+    OLS (rescaled to the MLE's RSS/n), to 1e-8 relative."""
+    import mle_ppl
+
+    rng = np.random.default_rng(5)
+    Xg = rng.standard_normal((300, 3))
+    with pm.Model() as m:
+        Xd = pm.Data("X", Xg)
+        a = pm.Flat("a")
+        b = pm.Flat("b", shape=3)
+        s = pm.HalfFlat("sigma")
+        pm.Normal("y", mu=a + Xd @ b, sigma=s, observed=pm.Data("y_obs", rng.standard_normal(300)))
+    for k in range(2):
+        stored = Xd.get_value(borrow=True)
+        stored[:] = rng.standard_normal((300, 3)) * (1 + k)  # in place: same object
+        y = 1.0 + stored @ [0.5, -1.0, 2.0] + rng.standard_normal(300)
+        pm.set_data({"y_obs": y}, model=m)
+        assert Xd.get_value(borrow=True) is stored
+        fit = mle_ppl.fit(m)
+        ols = sm.OLS(y, sm.add_constant(stored)).fit()
+        est = fit.estimates[["a", "b[0]", "b[1]", "b[2]"]].to_numpy()
+        np.testing.assert_allclose(est, ols.params, rtol=1e-8)
+        se = fit.std_errors[["a", "b[0]", "b[1]", "b[2]"]].to_numpy()
+        np.testing.assert_allclose(se, ols.bse * np.sqrt((300 - 4) / 300), rtol=1e-8)

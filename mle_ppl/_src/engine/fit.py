@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pymc as pm
 
-from mle_ppl._src.engine.alloc import reuse_large_allocations
+from mle_ppl._src.engine.alloc import blas_threads, fit_scope, reuse_large_allocations
 from mle_ppl._src.engine.estimate import Convergence, DataSource, Estimate
 from mle_ppl._src.engine.likelihood import DEFAULT_MODE, likelihood_for
 from mle_ppl._src.engine.objective import Objective
@@ -204,7 +204,7 @@ def estimate(
         pm_model, name, table, spec = resolve_model(model, data)
     else:
         pm_model, name, table, spec = None, how.spec.name, None, how.spec
-    with reuse_large_allocations():
+    with reuse_large_allocations(), blas_threads(), fit_scope():
         return _fit(pm_model, name, table, spec, optimizer, how=how, method=method,
                     likelihood_only=likelihood_only, start=start, tol=tol, max_iter=max_iter,
                     learning_rate=learning_rate, progress=progress, mode=mode, warn=warn,

@@ -425,10 +425,12 @@ class Likelihood:
         return _compile([self._x], outputs, self.mode, model=self.model)
 
     def compile_all(self) -> None:
-        """Compile the functions a fit needs (value, gradient, Hessian), so timing excludes it."""
+        """Compile the functions a fit needs (value, gradient, Hessian, constrained values), so
+        timing excludes it."""
         if self._predictors is None:
             self._fn_value_and_grad  # noqa: B018
             self._fn_hessian  # noqa: B018
+        self._fn_constrained  # noqa: B018
 
     # ------------------------------------------------------------ evaluation
     def value(self, x: np.ndarray) -> float:

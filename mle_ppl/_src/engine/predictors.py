@@ -178,6 +178,7 @@ class PredictorEval:
             hess_out.append(pytensor.grad(gx[o], x, disconnected_inputs="ignore"))
         self._fn_h = compile([x, *ts], hess_out) if hess_out else None
         self._last = None  # (x, data arrays, predictors) of the last evaluation
+        self._kept_gram = None  # (fit, data matrix, DᵀD)
 
     def _predictors(self, x):
         Ds = [_data(s) for s in self.sources]
@@ -191,6 +192,18 @@ class PredictorEval:
                 ts.append(matvec(D, x[a:b]))
         self._last = (x.copy(), Ds, ts)
         return Ds, ts
+
+    def _gram(self, D: np.ndarray) -> np.ndarray:
+        """``DᵀD``, computed once per fit and data matrix (see :func:`alloc.fit_scope`)."""
+        from mle_ppl._src.engine.alloc import current_fit
+
+        fit = current_fit()
+        kept = self._kept_gram
+        if fit is not None and kept is not None and kept[0] == fit and kept[1] is D:
+            return kept[2]
+        G = gram_products([D], {(0, 0): np.ones(1)}, {})[0][(0, 0)]
+        self._kept_gram = None if fit is None else (fit, D, G)
+        return G
 
     def value_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         # non-finite values (a step outside the support) are the optimizers' to reject
@@ -228,7 +241,15 @@ class PredictorEval:
             cols = [(o, mixed_v[(o, jj)]) for (o, jj) in self._mixed if jj == j]
             if cols:
                 vs[j] = (np.column_stack([c for _, c in cols]), [o for o, _ in cols])
+        fixed = {}
+        for jk, w in list(pairs.items()):
+            w = np.asarray(w, dtype=float).reshape(-1)
+            if jk[0] == jk[1] and w.size and np.all(w == w[0]):
+                # the same weight in every row (a Gaussian's 1/σ²): w DᵀD, DᵀD kept for the fit
+                fixed[jk] = w[0] * self._gram(Ds[jk[0]])
+                del pairs[jk]
         grams, cross = gram_products(Ds, pairs, {j: V for j, (V, _) in vs.items()})
+        grams.update(fixed)
         for (j, k), block in grams.items():
             (a, b), (c, d) = self.ranges[j], self.ranges[k]
             H[a:b, c:d] += block
