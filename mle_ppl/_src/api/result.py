@@ -149,6 +149,7 @@ class MLEFit(Estimate):
                                     "ci_open": [bool(lo_open), bool(hi_open)]})
         out = {"model": self.model_name, "n_obs": int(self.n_obs),
                "n_params": int(self.n_params), "method": self.method,
+               "criterion": self.criterion,
                "converged": bool(self.converged), "loglik": _num(self.loglik),
                "aic": _num(self.aic), "bic": _num(self.bic), "ci_method": ci,
                "cov_type": cov_type, "parameters": params,
@@ -179,10 +180,16 @@ class MLEFit(Estimate):
             return fit_to_datatree(self, laplace_draws=laplace_draws, random_seed=random_seed)
 
     # ------------------------------------------------------------- display
+    def _title(self) -> str:
+        return ("REML fit (restricted maximum likelihood)" if self.criterion == "REML"
+                else "Maximum-likelihood fit")
+
     def _header(self) -> list[tuple[str, str]]:
-        return [("model", self.model_name), ("method", self.method),
+        crit = [("criterion", "REML")] if self.criterion == "REML" else []
+        return [("model", self.model_name), ("method", self.method), *crit,
                 ("converged", str(self.converged)), ("n_obs", str(self.n_obs)),
-                ("n_params", str(self.n_params)), ("log-likelihood", f"{self.loglik:.6g}"),
+                ("n_params", str(self.n_params)),
+                ("REML criterion" if crit else "log-likelihood", f"{self.loglik:.6g}"),
                 ("AIC", f"{self.aic:.6g}"), ("BIC", f"{self.bic:.6g}"),
                 ("iterations", str(self.iterations)), ("grad norm", f"{self.grad_norm:.2e}")]
 
@@ -193,7 +200,7 @@ class MLEFit(Estimate):
             body = self.table().to_string(formatters={"p_value": fmt_p})
         warn = "".join(f"\nWARNING: {w}" for w in self.warnings)
         notes = "".join(f"\nNote: {n}" for n in self.notes)
-        return f"Maximum-likelihood fit\n{head}\n\n{body}{warn}{notes}"
+        return f"{self._title()}\n{head}\n\n{body}{warn}{notes}"
 
     def _repr_html_(self) -> str:
         head = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
@@ -203,7 +210,7 @@ class MLEFit(Estimate):
         warn = "".join(f"<p style='color:#b00'><b>Warning:</b> {html.escape(w)}</p>"
                        for w in self.warnings)
         notes = "".join(f"<p><i>Note:</i> {html.escape(n)}</p>" for n in self.notes)
-        return (f"<div><b>Maximum-likelihood fit</b><table>{head}</table>{tab}{warn}{notes}"
+        return (f"<div><b>{self._title()}</b><table>{head}</table>{tab}{warn}{notes}"
                 "</div>")
 
 

@@ -18,6 +18,7 @@ EXAMPLES = """\
   mle-ppl fit poisson_exposure --ci profile --json  # profile-likelihood intervals
   mle-ppl fit model.toml --data d.csv --cov cluster --cluster firm   # cluster-robust errors
   mle-ppl fit exponential_decay --starts 20 --seed 1   # multi-start: do the optima agree?
+  mle-ppl fit linear_mixed --reml                    # REML for a linear mixed model
   mle-ppl fit model.toml --data 'big/*.parquet' --chunk-rows 1000000   # streamed, out of core
   mle-ppl fit model.toml --data 'big/*.parquet' --scheduler tcp://host:8786  # on a Dask cluster
 
@@ -76,6 +77,10 @@ def add_arguments(parser) -> None:
                         help="integrate a scalar random effect per group (random intercepts) by "
                              "adaptive Gauss-Hermite quadrature with K nodes (glmer's nAGQ; 1 "
                              "is Laplace) instead of the Laplace approximation")
+    parser.add_argument("--reml", action="store_true",
+                        help="restricted maximum likelihood (REML) for a Gaussian linear mixed "
+                             "model: the fixed effects integrated out with the random effects "
+                             "(as lme4's REML=TRUE, statsmodels' MixedLM(reml=True))")
     parser.add_argument("--quiet", action="store_true",
                         help="print nothing but the JSON document (with --json); the exit "
                              "status tells the outcome")
@@ -154,6 +159,7 @@ def run(args) -> int:
         result = fit(args.model, data, method=args.method, max_iter=args.max_iter, warn=False,
                      starts=args.starts, random_seed=args.seed, chunk_rows=args.chunk_rows,
                      memory_budget=args.memory_budget, n_quadrature=args.n_quadrature,
+                     reml=args.reml,
                      progress=progress_enabled(args.quiet) or (chunked and not args.quiet))
         if args.cluster is not None and result.data is not None:
             _check_cluster(result, args.cluster)
@@ -249,7 +255,7 @@ def _fit_renderables(result, head: list[str], *, ci: str, cov_type: str, groups)
 
     items: list = [Text(line) for line in head]
     items.append(lambda width: Text(_ui.packed([f"{k} {v}" for k, v in result._header()],
-                                               width, lead="Maximum-likelihood fit:")))
+                                               width, lead=f"{result._title()}:")))
     tab, title = _inference_table(result, ci=ci, cov_type=cov_type, groups=groups)
     ci_label = "95% profile" if ci == "profile" else "95% Wald"
     re_ = result.random_effects
@@ -257,7 +263,8 @@ def _fit_renderables(result, head: list[str], *, ci: str, cov_type: str, groups)
         items += [Text(""), _ui.fit_table(result, title=title, tab=tab, ci_label=ci_label)]
     else:  # mixed model: fixed effects, then the variance components in their own table
         vp = [lab for lab in re_.variance_params if lab in tab.index]
-        fixed_title = title.replace("Estimates", "Fixed effects", 1)
+        fixed_title = title.replace("Estimates", "Fixed effects" + (
+            " (GLS at the REML variance components)" if result.criterion == "REML" else ""), 1)
         items += [Text(""), _ui.fit_table(result, title=fixed_title, tab=tab.drop(index=vp),
                                           ci_label=ci_label),
                   Text(""), variance_table(result, tab.loc[vp], ci_label=ci_label)]

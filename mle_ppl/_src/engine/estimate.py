@@ -106,6 +106,9 @@ class Estimate:
     #: :class:`~mle_ppl._src.engine.re_report.RandomEffects` of a mixed model (modes, SDs,
     #: variance parameters, boundary), None without random effects
     random_effects: Any = field(default=None, repr=False)
+    #: "ML" (the likelihood, or the marginal likelihood of a mixed model) or "REML" (restricted:
+    #: the fixed effects integrated out too; ``fit(..., reml=True)``)
+    criterion: str = "ML"
 
     @classmethod
     def from_estimate(cls, est: Estimate, **changes):

@@ -122,6 +122,7 @@ def estimate(
     memory_budget: int | str | None = None,
     random: Sequence[str] | None = None,
     n_quadrature: int | None = None,
+    reml: bool = False,
 ) -> Estimate:
     """Maximum-likelihood fit of a PyMC model with flat priors (the MAP point under flat priors).
 
@@ -177,6 +178,12 @@ def estimate(
         nodes per group (1 to 100; glmer's ``nAGQ``; 1 is the Laplace approximation) instead of
         the Laplace approximation. Only for one scalar random effect per group of one grouping
         factor (random intercepts).
+    reml : bool
+        Restricted maximum likelihood (REML) for a Gaussian linear mixed model, as lme4's
+        ``REML=TRUE`` and statsmodels' ``MixedLM(reml=True)``: the fixed effects (``pm.Flat``
+        parameters entering the mean linearly) are integrated out with the random effects; the
+        variance parameters maximise the restricted likelihood and the fixed effects are their
+        GLS estimates (see the README, "Random effects"). ``loglik`` is the REML criterion.
 
     Returns
     -------
@@ -209,16 +216,17 @@ def estimate(
                     likelihood_only=likelihood_only, start=start, tol=tol, max_iter=max_iter,
                     learning_rate=learning_rate, progress=progress, mode=mode, warn=warn,
                     starts=starts, random_seed=random_seed, random=random,
-                    n_quadrature=n_quadrature)
+                    n_quadrature=n_quadrature, reml=reml)
 
 
 def _fit(pm_model, name, table, spec, optimizer, *, how=None, method, likelihood_only, start,
          tol, max_iter, learning_rate, progress, mode, warn, starts, random_seed,
-         random=None, n_quadrature=None) -> Estimate:
+         random=None, n_quadrature=None, reml=False) -> Estimate:
     if pm_model is not None:
         check_model_data(pm_model)
     lik = objective_for(pm_model, likelihood_only=likelihood_only, mode=mode, how=how,
-                        progress=progress, random=random, n_quadrature=n_quadrature)
+                        progress=progress, random=random, n_quadrature=n_quadrature,
+                        reml=reml)
     pm_model = lik.model
     x0 = lik.x0()
     if start is not None:
@@ -263,7 +271,7 @@ def _fit(pm_model, name, table, spec, optimizer, *, how=None, method, likelihood
 def objective_for(pm_model: pm.Model | None, *, likelihood_only: bool, mode: str, how=None,
                   progress: bool = False,
                   random: Sequence[str] | None = None,
-                  n_quadrature: int | None = None) -> Objective:
+                  n_quadrature: int | None = None, reml: bool = False) -> Objective:
     """The objective that ``fit`` maximises for ``pm_model``: the one place that chooses an
     implementation of :class:`~mle_ppl._src.engine.objective.Objective`.
 
@@ -273,11 +281,21 @@ def objective_for(pm_model: pm.Model | None, *, likelihood_only: bool, mode: str
     chunks or Dask partitions. A model with random effects
     (:func:`~mle_ppl._src.engine.random_effects.classify`) gets the Laplace-marginal objective
     (:mod:`~mle_ppl._src.engine.laplace`), or with ``n_quadrature`` the adaptive Gauss-Hermite
-    one over it (:mod:`~mle_ppl._src.engine.quadrature`).
+    one over it (:mod:`~mle_ppl._src.engine.quadrature`); with ``reml=True`` the REML objective
+    (:mod:`~mle_ppl._src.engine.reml`: the fixed effects integrated out too).
     """
     if n_quadrature is not None and how is not None:
         raise MLEError(f"n_quadrature= integrates random effects out; data read in chunks "
                        f"({how.kind}) are fitted without random effects. Drop n_quadrature.")
+    if reml and n_quadrature is not None:
+        raise MLEError("reml=True and n_quadrature= exclude each other: REML is for Gaussian "
+                       "linear mixed models, where the Laplace approximation is already exact.",
+                       cli="--reml and --n-quadrature exclude each other: REML is for Gaussian "
+                           "linear mixed models, where the Laplace approximation is exact.")
+    if reml and how is not None and how.kind in ("streamed", "dask"):
+        raise MLEError("reml=True needs the data in memory (REML is for linear mixed models, "
+                       "fitted in memory); drop chunk_rows= or the Dask data frame.",
+                       cli="--reml needs the data in memory; drop --chunk-rows / --scheduler.")
     if how is not None and how.kind == "streamed":
         from mle_ppl._src.engine.chunked import streamed_objective
 
@@ -294,6 +312,10 @@ def objective_for(pm_model: pm.Model | None, *, likelihood_only: bool, mode: str
     roles = classify(pm_model, random=random, likelihood_only=likelihood_only)
     if not likelihood_only:
         refuse_priors(roles, pm_model, likelihood_only=False)  # priors: refused by name
+    if reml:
+        from mle_ppl._src.engine.reml import reml_for
+
+        return reml_for(pm_model, roles, likelihood_only=likelihood_only, mode=mode)
     if roles.random:
         from mle_ppl._src.engine.laplace import laplace_for
 
@@ -387,7 +409,8 @@ def _assemble(lik: Objective, res: OptimResult, *, name, table, spec, t0, warn, 
                           reading=getattr(lik, "data_source", None) or {
                               "kind": "in-memory",
                               "rows": int(table.shape[0]) if table is not None else n_obs}),
-        random_effects=None if re_report is None else re_report(x, cov_u, tuple(fixed)))
+        random_effects=None if re_report is None else re_report(x, cov_u, tuple(fixed)),
+        criterion=getattr(lik, "criterion", "ML"))
 
 
 class _progress:

@@ -12,6 +12,7 @@ import pandas as pd
 from scipy import stats
 
 from mle_ppl._src.engine.numbers import fmt_p
+from mle_ppl._src.engine.reml import check_comparable
 from mle_ppl._src.errors import DataError, MLEError
 
 if TYPE_CHECKING:
@@ -119,6 +120,7 @@ def lrt(small: Estimate, big: Estimate, *, names: Sequence[str] | None = None,
             raise MLEError(f"{n!r} did not converge; a likelihood-ratio test needs both maxima. "
                            "Refit it first (see its warnings).")
     check_same_data([small, big], nm)
+    check_comparable([small, big], nm, what="a likelihood-ratio test")
     df = big.n_params - small.n_params
     if df <= 0:
         raise MLEError(
@@ -159,6 +161,7 @@ def ic_table(fits: Sequence[Estimate], *, names: Sequence[str] | None = None,
         raise MLEError("ic_table needs at least one fit.")
     nm = _names(fits, names)
     check_same_data(fits, nm)
+    check_comparable(fits, nm, what="an information-criterion table")
     rows = []
     for f in fits:
         k, n = f.n_params, f.n_obs

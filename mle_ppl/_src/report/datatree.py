@@ -68,7 +68,7 @@ def fit_to_datatree(fit, *, laplace_draws: int = 0, random_seed=None) -> xr.Data
         {"loglik": fit.loglik, "aic": fit.aic, "bic": fit.bic, "n_obs": fit.n_obs,
          "converged": fit.converged, "iterations": fit.iterations, "grad_norm": fit.grad_norm,
          "hessian_min_eig": fit.hessian_min_eig, "hessian_cond": fit.hessian_cond},
-        attrs={"method": fit.method, "model": fit.model_name,
+        attrs={"method": fit.method, "criterion": fit.criterion, "model": fit.model_name,
                "warnings": "\n".join(fit.warnings),
                "kind": "laplace" if laplace_draws else "mle",
                "random_effects_method": (fit.random_effects.method
