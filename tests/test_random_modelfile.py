@@ -184,13 +184,14 @@ def test_formula_crossed_and_uncorrelated_slope_binomial():
     X = np.column_stack([np.ones(len(df)), x])
     with pm.Model(coords={"g": levels, "h": ["0", "1", "2"], "coef": ["Intercept", "x"]}) as ref:
         beta = pm.Flat("beta", dims="coef")
-        sd_g, sd_h, sd_g2 = pm.HalfFlat("sd_g"), pm.HalfFlat("sd_h"), pm.HalfFlat("sd_g_2")
+        sd_g, sd_h, sd_g2 = pm.HalfFlat("sd_g"), pm.HalfFlat("sd_h"), pm.HalfFlat("sd_g_x")
         u = pm.Normal("u_g", 0, sd_g, dims="g")
         w = pm.Normal("u_h", 0, sd_h, dims="h")
-        s = pm.Normal("u_g_2", 0, sd_g2, dims="g")
+        s = pm.Normal("u_g_x", 0, sd_g2, dims="g")
         eta = X @ beta + u[gi] + w[hi] + x * s[gi]
         pm.Binomial("k", n=10, p=pm.math.sigmoid(eta), observed=df.k.to_numpy())
-    assert spec.random_names == ("u_g", "u_h", "u_g_2")
+    # the slope-only term is named after its effect (lme4 prints "Days" beside "Subject.1")
+    assert spec.random_names == ("u_g", "u_h", "u_g_x")
     assert _same_logp(model, ref)
 
 

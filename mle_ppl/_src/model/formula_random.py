@@ -30,6 +30,7 @@ class RandomTerm:
     groups: tuple[str, ...]  #: grouping columns; several: their interaction
     n_effects: int
     intercept_only: bool
+    effects: tuple[str, ...] = ()  #: formulaic's names of the effects left of ``|``
 
 
 def _top_level_split(text: str, sep: str) -> list[str]:
@@ -86,16 +87,18 @@ def split_random(rhs: str, *, where: str) -> tuple[str, list[RandomTerm]]:
                                  "(1 | g), (1 + x | g), (1 | g1/g2).")
         lhs, grp = sides[0].strip(), sides[1].strip()
         check_rhs(lhs, where=f"{where}, term {piece}")
-        n, intercept_only = _count_effects(lhs, piece, where)
+        effects = _effects(lhs, piece, where)
         for groups in _groupings(grp, piece, where):
-            terms.append(RandomTerm(piece, lhs, groups, n, intercept_only))
+            terms.append(RandomTerm(piece, lhs, groups, len(effects), effects == ("1",),
+                                    effects))
     rest = [f for f in fixed if f]
     if len(rest) != len(fixed):
         raise ModelFileError(f"{where}: empty term in {rhs!r} (a '+' with nothing on one side).")
     return (" + ".join(rest) if rest else "1"), terms
 
 
-def _count_effects(lhs: str, piece: str, where: str) -> tuple[int, bool]:
+def _effects(lhs: str, piece: str, where: str) -> tuple[str, ...]:
+    """The names of the effects left of ``|`` (``("1", "x")`` for ``1 + x``)."""
     from formulaic import Formula
 
     terms = list(Formula(lhs))
@@ -110,7 +113,7 @@ def _count_effects(lhs: str, piece: str, where: str) -> tuple[int, bool]:
     if not names:
         raise ModelFileError(f"{where}: {piece!r} has no effect left of '|' (use 1 for a "
                              "random intercept).")
-    return len(names), names == ["1"]
+    return tuple(names)
 
 
 def _groupings(grp: str, piece: str, where: str) -> list[tuple[str, ...]]:
@@ -128,6 +131,11 @@ def _groupings(grp: str, piece: str, where: str) -> list[tuple[str, ...]]:
         out.append(cols)
     # nesting a/b/c: a, a:b, a:b:c (lme4)
     return [tuple(c for g in out[: i + 1] for c in g) for i in range(len(out))]
+
+
+def _slug(text: str) -> str:
+    """``log(x)`` -> ``log_x``: a formula term as a part of a parameter name."""
+    return re.sub(r"[^A-Za-z0-9_]+", "_", text).strip("_") or "effect"
 
 
 def random_decls(terms: list[RandomTerm], taken: set[str], *, where: str):
@@ -160,7 +168,9 @@ def random_decls(terms: list[RandomTerm], taken: set[str], *, where: str):
             group_names[t.groups] = g
             items[g] = DataItem(g, "model.formula", "categorical", t.groups, dim=g)
         g = group_names[t.groups]
-        base = g
+        # a single slope (0 + x | g) is named after its effect: u_g_x, sd_g_x (lme4 prints
+        # the effect's name beside the grouping); intercepts and pairs after the grouping
+        base = g if t.n_effects != 1 or t.intercept_only else f"{g}_{_slug(t.effects[0])}"
         u, sd = fresh(f"u_{base}"), fresh(f"sd_{base}")
         if t.intercept_only:
             params[sd] = {"lower": 0}
