@@ -6,6 +6,7 @@ Progress goes to **stderr** and only when stderr is a terminal, so piped output 
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,7 +14,8 @@ from contextlib import contextmanager
 from mle_ppl._src.cli._table import Col, FitTable, Num
 from mle_ppl._src.engine.numbers import fmt, fmt_p  # noqa: F401 - re-exported for commands
 
-#: Width used for tables when stdout is not a terminal (rich would otherwise wrap at 80).
+#: Width used for tables when stdout is not a terminal and $COLUMNS is not set (rich would
+#: otherwise wrap at 80).
 PIPE_WIDTH = 120
 
 
@@ -23,7 +25,10 @@ def stdout_console(*, quiet: bool = False):
 
     if quiet:
         return Console(quiet=True)
-    width = None if sys.stdout.isatty() else PIPE_WIDTH
+    # a terminal's own width; else $COLUMNS when set (`COLUMNS=60 mle-ppl fit ... | less`,
+    # which rich reads itself when width is None); else PIPE_WIDTH
+    columns = os.environ.get("COLUMNS", "")
+    width = None if sys.stdout.isatty() or (columns.isdigit() and int(columns) > 0) else PIPE_WIDTH
     return Console(width=width, highlight=False)
 
 

@@ -292,9 +292,27 @@ def variance_table(result, tab, *, ci_label: str = "95% Wald"):
     for lab, r in tab.iterrows():
         note = ("boundary (singular) fit: estimate 0, a maximum on the boundary; SE NaN, "
                 "one-sided profile interval (--ci profile)" if lab in re_.boundary else "")
+        lo, hi = r.ci_lower, r.ci_upper
+        if ci_label.endswith("Wald"):
+            # an SD's (or a correlation's) Wald interval may leave its support: such an end
+            # is no confidence bound, so it is not shown (lme4 gives no Wald interval here)
+            low, high = _support(result, lab)
+            out = [side for side, bad in (("lower", lo < low), ("upper", hi > high)) if bad]
+            if out:
+                lo, hi = (None if lo < low else lo), (None if hi > high else hi)
+                note = (f"Wald {' and '.join(out)} end outside the support [{low:g}, "
+                        f"{high:g}]: not shown; see --ci profile")
         rows.append([str(lab), Num(r.estimate, 6, 4), Num(r.std_err, 6, 3),
-                     Num(r.ci_lower, 6, 3), Num(r.ci_upper, 6, 3), note])
+                     Num(lo, 6, 3), Num(hi, 6, 3), note])
     return FitTable(cols, rows, title=title)
+
+
+def _support(result, label: str) -> tuple[float, float]:
+    """The support (lower, upper) of the parameter ``label`` (from its block's bounds)."""
+    lik = result.likelihood
+    i = list(lik.labels).index(label)
+    block = next(b for b in lik.blocks if b.start <= i < b.start + b.size)
+    return float(block.lower), float(block.upper)
 
 
 def _print_renderables(items) -> None:
