@@ -108,6 +108,24 @@ def gram_products(Ds, pairs, vs):
     return out, cross
 
 
+#: ``∂NLL/∂t`` counts as a multiple of the last one when every element agrees to this relative
+#: tolerance (a few roundings: a Gaussian's ``(t - y)/σ²`` after a step in σ alone).
+SCALED_RTOL = 8 * np.finfo(float).eps
+
+
+def _scaled_product(gt, gt_old, part_old):
+    """``Dᵀ gt`` as ``c Dᵀ gt_old`` when ``gt = c gt_old`` elementwise to :data:`SCALED_RTOL`
+    (same predictors, only a scale parameter changed), else None. The two differ by rounding
+    of the order of the sum's own (``SCALED_RTOL Σ |Dᵢ gtᵢ|``), and a read of D is saved."""
+    k = int(np.argmax(np.abs(gt_old)))
+    if gt_old[k] == 0 or not np.isfinite(gt[k]):
+        return None
+    c = gt[k] / gt_old[k]
+    if not np.all(np.abs(gt - c * gt_old) <= SCALED_RTOL * np.abs(gt)):
+        return None
+    return c * part_old
+
+
 def _data(source):
     """The current value of a data matrix (a shared variable's, or a constant's)."""
     arr = source.get_value(borrow=True) if hasattr(source, "get_value") else source
@@ -179,6 +197,7 @@ class PredictorEval:
         self._fn_h = compile([x, *ts], hess_out) if hess_out else None
         self._last = None  # (x, data arrays, predictors) of the last evaluation
         self._kept_gram = None  # (fit, data matrix, DᵀD)
+        self._kept_grad = None  # per predictor: (t, ∂NLL/∂t, Dᵀ ∂NLL/∂t) of the last gradient
 
     def _predictors(self, x):
         Ds = [_data(s) for s in self.sources]
@@ -218,8 +237,17 @@ class PredictorEval:
         Ds, ts = self._predictors(x)
         f, gx, *gts = self._fn_vg(x, *ts)
         g = np.array(gx, dtype=float)
-        for D, gt, (a, b) in zip(Ds, gts, self.ranges, strict=True):
-            g[a:b] += rmatvec(D, _rows(gt, D.shape[0]))
+        kept = self._kept_grad
+        self._kept_grad = []
+        for j, (D, gt, (a, b)) in enumerate(zip(Ds, gts, self.ranges, strict=True)):
+            gt = np.array(_rows(gt, D.shape[0]))
+            part = None
+            if kept is not None and kept[j][0] is ts[j]:
+                part = _scaled_product(gt, kept[j][1], kept[j][2])
+            if part is None:
+                part = rmatvec(D, gt)
+            self._kept_grad.append((ts[j], gt, part))
+            g[a:b] += part
         return float(f), g
 
     def _hessian(self, x):
