@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from mle_ppl._src.engine.likelihood import SMALL_DATA, SMALL_MODE, likelihood_for
+from mle_ppl._src.engine.compiled import SMALL_DATA, SMALL_MODE
 from mle_ppl._src.engine.objective import NotAvailable
 from mle_ppl._src.errors import DataError, MLEError
 
@@ -379,6 +379,7 @@ def resolve_chunk_mode(mode: str, lik_model, rows: int, elements: int) -> str:
 def streamed_objective(spec, data, *, chunk_rows: int, likelihood_only: bool, mode: str,
                        progress: bool = False, reason: str | None = None) -> ChunkedObjective:
     """The chunked objective over Parquet ``data`` read ``chunk_rows`` rows at a time."""
+    from mle_ppl._src.engine.likelihood import likelihood_for  # PyMC: only when streaming
     from mle_ppl._src.model.chunks import ParquetChunks
 
     source = ParquetChunks(data, spec, chunk_rows)

@@ -17,6 +17,13 @@ from __future__ import annotations
 
 import numpy as np
 
+#: Compilation modes (what they are and when ``"auto"`` picks which: ``engine.likelihood``). They
+#: are defined here, in a module that imports neither PyMC nor PyTensor, so that a fit from the
+#: cache (:mod:`~mle_ppl._src.engine.fitcache`) can name them without importing either.
+DEFAULT_MODE = "auto"
+SMALL_MODE = "MLE_PPL_SMALL"
+SMALL_DATA = 10_000
+
 #: Constants with more elements than this are treated as data (lifted to inputs); smaller ones
 #: (shapes, indices of a few parameters, literal coefficients) stay part of the model's structure.
 LIFT_MIN_SIZE = 64
@@ -99,4 +106,6 @@ class Quiet:
             return self.fn(*args, **kwargs)
 
     def __getattr__(self, name):
+        if name in Quiet.__slots__:  # not set yet (copy, unpickling)
+            raise AttributeError(name)
         return getattr(self.fn, name)

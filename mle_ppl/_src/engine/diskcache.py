@@ -179,15 +179,19 @@ def function_key(inputs: list, outputs: list, *, mode: str, check_bounds: bool) 
 
 
 # ------------------------------------------------------------------------------- the storage
-def load(key: str):
-    """The cached function for ``key``, or None (missing, off, or unreadable: then removed)."""
+def load(key: str, *, unpickler: type[pickle.Unpickler] = pickle.Unpickler):
+    """The cached object for ``key``, or None (missing, off, or unreadable: then removed).
+
+    ``unpickler``: a :class:`pickle.Unpickler` subclass to read it with (e.g. one that maps
+    classes to stand-ins, :mod:`~mle_ppl._src.engine.fitcache`).
+    """
     root = cache_dir()
     if root is None:
         return None
     path = root / f"{key}.pkl"
     try:
         with open(path, "rb") as fh:
-            magic, stored_key, fn = pickle.load(fh)
+            magic, stored_key, fn = unpickler(fh).load()
         if magic != _MAGIC or stored_key != key:
             raise ValueError("entry does not match its key")
     except FileNotFoundError:
@@ -202,8 +206,9 @@ def load(key: str):
     return fn
 
 
-def store(key: str, fn) -> bool:
-    """Write ``fn`` under ``key`` (atomic rename); False if the cache is off or not writable."""
+def store(key: str, fn, *, pickler: type[pickle.Pickler] = pickle.Pickler) -> bool:
+    """Write ``fn`` under ``key`` (atomic rename); False if the cache is off or not writable, or
+    if ``pickler`` (a :class:`pickle.Pickler` subclass) refuses it."""
     root = cache_dir()
     if root is None:
         return False
@@ -212,7 +217,7 @@ def store(key: str, fn) -> bool:
         root.mkdir(parents=True, exist_ok=True, mode=0o700)  # pickles: private to the user
         fd, tmp = tempfile.mkstemp(dir=root, prefix=".tmp-", suffix=".pkl")
         with os.fdopen(fd, "wb") as fh:
-            pickle.dump((_MAGIC, key, fn), fh, protocol=pickle.HIGHEST_PROTOCOL)
+            pickler(fh, protocol=pickle.HIGHEST_PROTOCOL).dump((_MAGIC, key, fn))
         os.replace(tmp, root / f"{key}.pkl")
         tmp = None
     except Exception as err:  # noqa: BLE001 - an unwritable cache only costs speed

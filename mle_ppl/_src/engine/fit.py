@@ -2,23 +2,35 @@
 
 from __future__ import annotations
 
+import sys
 import time
 import warnings
 from collections.abc import Mapping, Sequence
 from os import PathLike
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pymc as pm
 
 from mle_ppl._src.engine.alloc import blas_threads, fit_scope, reuse_large_allocations
+from mle_ppl._src.engine.compiled import DEFAULT_MODE
 from mle_ppl._src.engine.estimate import Convergence, DataSource, Estimate
-from mle_ppl._src.engine.likelihood import DEFAULT_MODE, likelihood_for
 from mle_ppl._src.engine.objective import Objective
 from mle_ppl._src.engine.optimize import OptimResult, get_method
 from mle_ppl._src.engine.start import explain_nonfinite_start, start_vector
 from mle_ppl._src.engine.uncertainty import diagnose
 from mle_ppl._src.errors import DataError, MLEError, ModelError, first_line, rows_text
+
+if TYPE_CHECKING:
+    import pymc as pm
+
+# PyMC is imported where a pm.Model is built or inspected, not here: a fit from the on-disk
+# cache (engine.fitcache) never imports it.
+
+
+def is_pm_model(obj) -> bool:
+    """``isinstance(obj, pm.Model)`` without importing PyMC (no PyMC loaded: no pm.Model)."""
+    pymc = sys.modules.get("pymc")
+    return pymc is not None and isinstance(obj, pymc.Model)
 
 
 def _check_finite(name: str, value: np.ndarray) -> None:
@@ -76,7 +88,7 @@ def _shape_error(model: pm.Model, err: Exception) -> DataError:
 
 def resolve_model(model, data) -> tuple[pm.Model, str, Any, Any]:
     """Turn ``model`` (pm.Model, ModelSpec, path or bundled name) and ``data`` into a pm.Model."""
-    if isinstance(model, pm.Model):
+    if is_pm_model(model):
         if data is not None:
             raise MLEError(
                 "data= is for model files; a pm.Model already holds its data. Use "
@@ -207,27 +219,41 @@ def estimate(
     how = plan(model, data, chunk_rows=chunk_rows, memory_budget=memory_budget)
     if how is not None and how.kind == "memory":
         model, data, how = how.spec, how.data, None
-    if how is None:
+    cached = None
+    if how is None and n_quadrature is None and not reml:
+        from mle_ppl._src.engine import fitcache
+
+        # a TOML model file in a process without PyMC: the fit cache (hit: no PyMC at all)
+        cached = fitcache.prepare(model, data, likelihood_only=likelihood_only, mode=mode,
+                                  random=random)
+    if cached is not None:
+        name, table, spec = cached.spec.name, cached.bound.table, cached.spec
+        pm_model = None if cached.objective is not None else spec.model_for_bound(cached.bound)
+    elif how is None:
         pm_model, name, table, spec = resolve_model(model, data)
     else:
         pm_model, name, table, spec = None, how.spec.name, None, how.spec
     with reuse_large_allocations(), blas_threads(), fit_scope():
-        return _fit(pm_model, name, table, spec, optimizer, how=how, method=method,
-                    likelihood_only=likelihood_only, start=start, tol=tol, max_iter=max_iter,
-                    learning_rate=learning_rate, progress=progress, mode=mode, warn=warn,
-                    starts=starts, random_seed=random_seed, random=random,
-                    n_quadrature=n_quadrature, reml=reml)
+        out = _fit(pm_model, name, table, spec, optimizer, how=how, method=method,
+                   likelihood_only=likelihood_only, start=start, tol=tol, max_iter=max_iter,
+                   learning_rate=learning_rate, progress=progress, mode=mode, warn=warn,
+                   starts=starts, random_seed=random_seed, random=random,
+                   n_quadrature=n_quadrature, reml=reml,
+                   objective=cached.objective if cached is not None else None)
+    if cached is not None and cached.objective is None:
+        fitcache.record(cached, out)  # for the next process
+    return out
 
 
 def _fit(pm_model, name, table, spec, optimizer, *, how=None, method, likelihood_only, start,
          tol, max_iter, learning_rate, progress, mode, warn, starts, random_seed,
-         random=None, n_quadrature=None, reml=False) -> Estimate:
+         random=None, n_quadrature=None, reml=False,
+         objective: Objective | None = None) -> Estimate:
     if pm_model is not None:
         check_model_data(pm_model)
-    lik = objective_for(pm_model, likelihood_only=likelihood_only, mode=mode, how=how,
-                        progress=progress, random=random, n_quadrature=n_quadrature,
-                        reml=reml)
-    pm_model = lik.model
+    lik = objective if objective is not None else objective_for(
+        pm_model, likelihood_only=likelihood_only, mode=mode, how=how, progress=progress,
+        random=random, n_quadrature=n_quadrature, reml=reml)
     x0 = lik.x0()
     if start is not None:
         x0 = start_vector(lik, x0, start)  # MLEErrors naming the parameter
@@ -237,7 +263,7 @@ def _fit(pm_model, name, table, spec, optimizer, *, how=None, method, likelihood
     except MLEError:
         raise
     except (ValueError, IndexError) as err:
-        raise _shape_error(pm_model, err) from None
+        raise _shape_error(lik.model, err) from None
     start_value = (x0, f0, g0)
     if not np.isfinite(f0):
         explain_nonfinite_start(lik, x0)  # data outside the support: rows, values, support
@@ -259,8 +285,9 @@ def _fit(pm_model, name, table, spec, optimizer, *, how=None, method, likelihood
     fixed = ()
     if settle is not None and (res.converged or res.runaway):
         res, fixed = settle(res, optimizer, kwargs)
+    coords = lik.fit_coords() if hasattr(lik, "fit_coords") else dict(lik.model.coords)
     out = _assemble(lik, res, name=name, table=table, spec=spec, t0=t0, warn=warn,
-                    method=method, coords=dict(pm_model.coords), fixed=fixed)
+                    method=method, coords=coords, fixed=fixed)
     if report is not None:
         from mle_ppl._src.engine.multistart import attach
 
@@ -331,6 +358,8 @@ def objective_for(pm_model: pm.Model | None, *, likelihood_only: bool, mode: str
                          "parameters depend on free parameters). Drop n_quadrature.",
                          cli="--n-quadrature integrates random effects out, but the model has "
                              "none. Drop --n-quadrature.")
+    from mle_ppl._src.engine.likelihood import likelihood_for
+
     return likelihood_for(pm_model, likelihood_only=likelihood_only, mode=mode)
 
 

@@ -20,18 +20,27 @@ import threading
 import warnings
 import weakref
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pymc as pm
 import pytensor
 import pytensor.tensor as pt
-from pymc.pytensorf import join_nonshared_inputs
 from pytensor.compile.mode import get_mode
 
 from mle_ppl._src.engine import diskcache
-from mle_ppl._src.engine.compiled import DataFunction, Quiet, lift_data
+from mle_ppl._src.engine.compiled import (  # noqa: F401 - the modes are re-exported
+    DEFAULT_MODE,
+    SMALL_DATA,
+    SMALL_MODE,
+    DataFunction,
+    Quiet,
+    lift_data,
+)
 from mle_ppl._src.engine.objective import ParamBlock
 from mle_ppl._src.errors import DataError, ModelError, rows_text
+
+if TYPE_CHECKING:  # PyMC is imported where a graph is built: a cached fit never imports it
+    import pymc as pm
 
 #: Distributions accepted as "flat on their support" for free variables.
 FLAT_OPS = ("FlatRV", "HalfFlatRV", "UniformRV")
@@ -57,9 +66,7 @@ DISCRETE_OUTCOME_OPS = ("BernoulliRV", "BinomialRV", "CategoricalRV", "Multinomi
 #: Data of at most :data:`SMALL_DATA` elements (all ``pm.Data`` containers and observed arrays
 #: together) get the second: there a fit's ~10-30 calls cost less than Numba's compile, and a
 #: profile likelihood's ~1,000 calls about as much.
-DEFAULT_MODE = "auto"
-SMALL_MODE = "MLE_PPL_SMALL"
-SMALL_DATA = 10_000
+#: (The three constants live in ``engine.compiled``, which imports neither PyMC nor PyTensor.)
 
 
 def _register_small_mode() -> None:
@@ -124,6 +131,8 @@ def _compile(inputs, outputs, mode, *, model: pm.Model | None = None):
             check_bounds=bool(getattr(model, "check_bounds", True)))
         fn = None if key is None else diskcache.load(key)
         if fn is None:
+            import pymc as pm
+
             fn = pm.pytensorf.compile(all_inputs, lifted[0] if single else lifted,
                                       mode=get_mode(mode), on_unused_input="ignore")
             if key is not None:
@@ -328,6 +337,8 @@ class Likelihood:
 
     # ------------------------------------------------------------------ graph
     def _build_graph(self) -> None:
+        from pymc.pytensorf import join_nonshared_inputs
+
         model = self.model
         pointwise = model.logp(vars=model.observed_RVs, jacobian=False, sum=False)
         total = pt.add(*[pt.sum(term) for term in pointwise])

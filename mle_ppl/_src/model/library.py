@@ -252,4 +252,23 @@ def load_model(path_or_name: str | PathLike | ModelSpec) -> ModelSpec:
                          f"bundled model name: {', '.join(names)}.")
 
 
+def toml_file(path_or_name) -> Path | None:
+    """The TOML file that :func:`load_model` reads for ``path_or_name``, without reading it.
+
+    None for anything else (a Python model file, a ModelSpec, a name that is no bundled TOML
+    model, a missing file): :func:`load_model` then decides, with its own errors.
+    """
+    if not isinstance(path_or_name, str | PathLike):
+        return None
+    path = Path(path_or_name)
+    text = str(path_or_name)
+    if path.is_file():
+        return path if path.suffix == ".toml" else None
+    looks_like_path = path.suffix in (".toml", ".py") or os.sep in text or "/" in text
+    if looks_like_path:
+        return None
+    found = bundled_models().get(text)
+    return found if found is not None and found.suffix == ".toml" and found.is_file() else None
+
+
 __all__ = ["bundled_models", "list_models", "load_model", "loads_model", "spec_from_toml"]
