@@ -65,6 +65,25 @@ def lift_data(outputs: list) -> tuple[list, list, list]:
     return new_outputs, list(replace.values()), sources
 
 
+def relinked(fn):
+    """``fn`` as a process that loads it from the on-disk cache gets it: pickled and unpickled.
+
+    PyTensor links an unpickled Python-VM function slightly differently from the one it just
+    compiled (some elementwise nodes get other NumPy kernels), which moves results by an ulp or
+    so (seen in a negative binomial Hessian: 2e-13). Using every Python-VM function in its
+    unpickled form makes a fit give the same numbers to the last digit whether its functions were
+    compiled now, loaded from the function cache or from the fit cache. A function that does not
+    pickle (an op holding a local Python function) is never cached, and is returned as it is.
+    """
+    import pickle
+
+    try:
+        data = pickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:  # noqa: BLE001 - pickle raises several types for unpicklable objects
+        return fn
+    return pickle.loads(data)
+
+
 class DataFunction:
     """A compiled function of ``(*args, *data)`` called as ``f(*args)``: the data are read from
     their sources (shared variables' current values, or constant arrays) at each call."""

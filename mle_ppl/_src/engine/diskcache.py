@@ -179,19 +179,15 @@ def function_key(inputs: list, outputs: list, *, mode: str, check_bounds: bool) 
 
 
 # ------------------------------------------------------------------------------- the storage
-def load(key: str, *, unpickler: type[pickle.Unpickler] = pickle.Unpickler):
-    """The cached object for ``key``, or None (missing, off, or unreadable: then removed).
-
-    ``unpickler``: a :class:`pickle.Unpickler` subclass to read it with (e.g. one that maps
-    classes to stand-ins, :mod:`~mle_ppl._src.engine.fitcache`).
-    """
+def load(key: str):
+    """The cached function for ``key``, or None (missing, off, or unreadable: then removed)."""
     root = cache_dir()
     if root is None:
         return None
     path = root / f"{key}.pkl"
     try:
         with open(path, "rb") as fh:
-            magic, stored_key, fn = unpickler(fh).load()
+            magic, stored_key, fn = pickle.load(fh)
         if magic != _MAGIC or stored_key != key:
             raise ValueError("entry does not match its key")
     except FileNotFoundError:
@@ -206,9 +202,8 @@ def load(key: str, *, unpickler: type[pickle.Unpickler] = pickle.Unpickler):
     return fn
 
 
-def store(key: str, fn, *, pickler: type[pickle.Pickler] = pickle.Pickler) -> bool:
-    """Write ``fn`` under ``key`` (atomic rename); False if the cache is off or not writable, or
-    if ``pickler`` (a :class:`pickle.Pickler` subclass) refuses it."""
+def store(key: str, fn) -> bool:
+    """Write ``fn`` under ``key`` (atomic rename); False if the cache is off or not writable."""
     root = cache_dir()
     if root is None:
         return False
@@ -217,7 +212,7 @@ def store(key: str, fn, *, pickler: type[pickle.Pickler] = pickle.Pickler) -> bo
         root.mkdir(parents=True, exist_ok=True, mode=0o700)  # pickles: private to the user
         fd, tmp = tempfile.mkstemp(dir=root, prefix=".tmp-", suffix=".pkl")
         with os.fdopen(fd, "wb") as fh:
-            pickler(fh, protocol=pickle.HIGHEST_PROTOCOL).dump((_MAGIC, key, fn))
+            pickle.dump((_MAGIC, key, fn), fh, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(tmp, root / f"{key}.pkl")
         tmp = None
     except Exception as err:  # noqa: BLE001 - an unwritable cache only costs speed

@@ -40,6 +40,7 @@ When
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import pickle
@@ -325,6 +326,7 @@ class Prepared:
     key: str
     info: SpecInfo | None  #: to write as the spec entry (None: it exists)
     objective: CachedLikelihood | None = None  #: the hit
+    known: bool = False  #: the cache knows this fit cannot be cached
 
 
 def prepare(model, data, *, likelihood_only: bool, mode: str, random) -> Prepared | None:
@@ -343,7 +345,7 @@ def prepare(model, data, *, likelihood_only: bool, mode: str, random) -> Prepare
     except OSError:
         return None  # load_model says why
     skey = spec_key(path, raw)
-    info = diskcache.load(skey)
+    info = diskcache.load(skey)  # a SpecInfo: model.data's classes only, no PyMC
     spec = None
     if not isinstance(info, SpecInfo):
         from mle_ppl._src.model.library import load_model
@@ -366,33 +368,53 @@ def prepare(model, data, *, likelihood_only: bool, mode: str, random) -> Prepare
     if any(a.dtype.kind in "fc" and not np.all(np.isfinite(a)) for a in bound.arrays.values()):
         return None  # the normal path names the variable
     key = fit_key(skey, bound, likelihood_only=likelihood_only, mode=mode, random=random)
-    entry = None if new_info is not None else diskcache.load(key, unpickler=_Unpickler)
-    if isinstance(entry, dict) and entry.get("format") == FORMAT:
-        import pytensor
-
-        if entry["floatX"] == pytensor.config.floatX:
-            return Prepared(view, bound, skey, key, None, CachedLikelihood(entry, view, bound))
+    entry = None if new_info is not None else _load_entry(key)
+    if entry is not None and "uncacheable" not in entry:
+        return Prepared(view, bound, skey, key, None, CachedLikelihood(entry, view, bound))
     if spec is None:
         spec = view.loaded()
-    return Prepared(spec, bound, skey, key, new_info)
+    return Prepared(spec, bound, skey, key, new_info, known=entry is not None)
+
+
+def _load_entry(key: str) -> dict | None:
+    """The fit entry (or a note that the fit cannot be cached), None if missing or unusable."""
+    payload = diskcache.load(key)
+    if not isinstance(payload, bytes):
+        return None
+    try:
+        entry = _Unpickler(io.BytesIO(payload)).load()
+        import pytensor
+
+        if entry["format"] != FORMAT or entry["floatX"] != pytensor.config.floatX:
+            return None
+        return entry
+    except Exception as err:  # noqa: BLE001 - an unusable entry is rebuilt by the normal path
+        _log.debug("ignoring fit entry %s: %s: %s", key, type(err).__name__, err)
+        return None
 
 
 def record(prep: Prepared, est) -> bool:
     """After a normal fit of ``prep``: write its entry (True), or nothing when the fit cannot be
     reproduced from one (another objective, data the recipes do not reproduce, PyMC objects)."""
+    import pytensor
+
+    if prep.known:
+        return False  # already noted as not cacheable
+    if prep.info is not None:
+        diskcache.store(prep.spec_key, prep.info)
     lik = est.likelihood
-    if type(lik) is not Likelihood:
-        return False
     try:
-        entry = _entry(lik, prep.spec, prep.bound)
-        if prep.info is not None:
-            diskcache.store(prep.spec_key, prep.info)
-        return diskcache.store(prep.key, entry, pickler=_Pickler)
-    except _Unsupported as why:
-        _log.debug("fit not cached: %s", why)
-    except Exception as err:  # noqa: BLE001 - a cache that cannot be written only costs speed
-        _log.debug("fit not cached: %s: %s", type(err).__name__, err)
-    return False
+        if type(lik) is not Likelihood:
+            raise _Unsupported(f"the objective is a {type(lik).__name__}")
+        buf = io.BytesIO()
+        _Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(_entry(lik, prep.spec, prep.bound))
+        payload = buf.getvalue()
+    except Exception as why:  # noqa: BLE001 - unpicklable functions, recipes that do not hold
+        _log.debug("fit not cached: %s: %s", type(why).__name__, why)
+        # noted, so that later runs do not try again (same key: same model, schema, options)
+        payload = pickle.dumps({"format": FORMAT, "floatX": pytensor.config.floatX,
+                                "uncacheable": f"{type(why).__name__}: {why}"})
+    return diskcache.store(prep.key, payload)
 
 
 def _entry(lik: Likelihood, spec, bound) -> dict:

@@ -35,6 +35,7 @@ from mle_ppl._src.engine.compiled import (  # noqa: F401 - the modes are re-expo
     DataFunction,
     Quiet,
     lift_data,
+    relinked,
 )
 from mle_ppl._src.engine.objective import ParamBlock
 from mle_ppl._src.errors import DataError, ModelError, rows_text
@@ -137,6 +138,8 @@ def _compile(inputs, outputs, mode, *, model: pm.Model | None = None):
                                       mode=get_mode(mode), on_unused_input="ignore")
             if key is not None:
                 diskcache.store(key, fn)
+            if mode == SMALL_MODE:
+                fn = relinked(fn)  # as a cached function is: same numbers, cache on or off
     fn = DataFunction(fn, sources)
     return Quiet(fn) if mode == SMALL_MODE else fn
 
