@@ -24,6 +24,21 @@ DEFAULT_MODE = "auto"
 SMALL_MODE = "MLE_PPL_SMALL"
 SMALL_DATA = 10_000
 
+
+
+def register_small_mode() -> None:
+    """Register :data:`SMALL_MODE` with PyTensor (the Python VM after a few rewrites)."""
+    from pytensor.compile.mode import Mode, predefined_modes, register_mode
+    from pytensor.graph.rewriting.db import RewriteDatabaseQuery
+    from pytensor.link.vm import VMLinker
+
+    if SMALL_MODE not in predefined_modes:
+        register_mode(SMALL_MODE, Mode(
+            linker=VMLinker(use_cloop=False, c_thunks=False),
+            optimizer=RewriteDatabaseQuery(include=["fast_compile", "canonicalize", "stabilize"],
+                                           exclude=["inplace"])))
+
+
 #: Constants with more elements than this are treated as data (lifted to inputs); smaller ones
 #: (shapes, indices of a few parameters, literal coefficients) stay part of the model's structure.
 LIFT_MIN_SIZE = 64

@@ -71,6 +71,10 @@ _PYMC_STANDINS = {("pymc.logprob.utils", "CheckParameterValue"),
                   ("pymc.logprob.utils", "ParameterValueError")}
 
 
+#: An entry without the ``_predictors`` of a Likelihood (it was never evaluated).
+_MISSING = "missing"
+
+
 class _Unsupported(Exception):
     """The fit cannot be reproduced from an entry (nothing is written)."""
 
@@ -252,9 +256,10 @@ class CachedLikelihood(Likelihood):
         self.bounded = np.array(self.bounded, dtype=bool)
         self.bounded.flags.writeable = False
         self._n_obs_by_shapes = {}
-        for name, (fn, recipe, quiet) in entry["functions"].items():
-            df = DataFunction(fn, _inputs(recipe, bound, self._coords))
-            self.__dict__[name] = Quiet(df) if quiet else df
+        for name, stored in entry["functions"].items():
+            self.__dict__[name] = _restore(stored, bound, self._coords)
+        if entry["predictors"] != _MISSING:  # (a dict, None or the string)
+            self.__dict__["_predictors"] = _predictors(entry["predictors"], bound, self._coords)
         self._count = entry["count"]
 
     def __getattr__(self, name):
@@ -313,6 +318,28 @@ def _inputs(recipe, bound, coords) -> list:
         value = bound.arrays[name] if kind == "item" else len(coords[name])
         out.append(np.asarray(value, dtype=np.dtype(dtype)))
     return out
+
+
+def _restore(stored, bound, coords):
+    _, fn, recipe, quiet = stored
+    df = DataFunction(fn, _inputs(recipe, bound, coords))
+    return Quiet(df) if quiet else df
+
+
+def _predictors(state, bound, coords):
+    """The Likelihood's :class:`~mle_ppl._src.engine.predictors.PredictorEval` (or None)."""
+    if state is None:
+        return None
+    from mle_ppl._src.engine.predictors import PredictorEval
+
+    ev = PredictorEval.__new__(PredictorEval)
+    for k, v in state.items():
+        if isinstance(v, tuple) and v[:1] == ("function",):
+            v = _restore(v, bound, coords)
+        elif isinstance(v, tuple) and v[:1] == ("sources",):
+            v = _inputs(v[1], bound, coords)
+        setattr(ev, k, v)
+    return ev
 
 
 # ------------------------------------------------------------------------ lookup, record
@@ -436,32 +463,47 @@ def _entry(lik: Likelihood, spec, bound) -> dict:
             raise _Unsupported(f"coordinate {dim!r}")
     if _coords_from(coords, bound) != coords_now or list(coords_now) != [d for d, _ in coords]:
         raise _Unsupported("coordinates")
-    functions = {}
-    for name in FUNCTIONS:
-        fn = lik.__dict__.get(name)
-        if fn is None:
-            continue
+    def source(var) -> tuple:
+        """The recipe of a data input (a shared variable), checked against the bound data."""
+        if not hasattr(var, "get_value"):
+            raise _Unsupported("a constant array in the graph")
+        value = np.asarray(var.get_value(borrow=True))
+        if var.name in item_of:
+            ref, recipe = bound.arrays[item_of[var.name]], ("item", item_of[var.name])
+        elif var.name in coords_now:
+            ref, recipe = np.asarray(len(coords_now[var.name])), ("dimlen", var.name)
+        else:
+            raise _Unsupported(f"data input {var.name!r}")
+        if ref.shape != value.shape or not np.array_equal(ref, value):
+            raise _Unsupported(f"data input {var.name!r} is not the bound array")
+        return (*recipe, value.dtype.str)
+
+    def function(fn) -> tuple:
         quiet = isinstance(fn, Quiet)
         df = fn.fn if quiet else fn
         if not isinstance(df, DataFunction):
-            raise _Unsupported(f"{name} is a {type(df).__name__}")
-        recipe = []
-        for getter, shared in df._getters:
-            var = getattr(getter, "__self__", None) if shared else None
-            if var is None:
-                raise _Unsupported("a constant array in the graph")
-            value = np.asarray(var.get_value(borrow=True))
-            if var.name in item_of:
-                ref = bound.arrays[item_of[var.name]]
-                recipe.append(("item", item_of[var.name], value.dtype.str))
-            elif var.name in coords_now:
-                ref = np.asarray(len(coords_now[var.name]))
-                recipe.append(("dimlen", var.name, value.dtype.str))
+            raise _Unsupported(f"a compiled function is a {type(df).__name__}")
+        vars_ = [getattr(g, "__self__", None) if shared else g for g, shared in df._getters]
+        return ("function", df.fn, tuple(source(v) for v in vars_), quiet)
+
+    functions = {name: function(lik.__dict__[name]) for name in FUNCTIONS
+                 if lik.__dict__.get(name) is not None}
+    predictors = lik.__dict__.get("_predictors", _MISSING)
+    if predictors is not None and predictors is not _MISSING:
+        # engine.predictors: compiled functions of (x, t) and the data matrices, no graph
+        state = {}
+        for k, v in vars(predictors).items():
+            if isinstance(v, Quiet | DataFunction):
+                state[k] = function(v)
+            elif k == "sources":
+                state[k] = ("sources", tuple(source(var) for var in v))
+            elif k in ("_last", "_kept_gram"):
+                state[k] = None  # per-evaluation memory
+            elif v is None or isinstance(v, int | float | str | list | tuple | np.ndarray):
+                state[k] = v
             else:
-                raise _Unsupported(f"data input {var.name!r}")
-            if ref.shape != value.shape or not np.array_equal(ref, value):
-                raise _Unsupported(f"data input {var.name!r} is not the bound array")
-        functions[name] = (df.fn, tuple(recipe), quiet)
+                raise _Unsupported(f"predictors hold a {type(v).__name__} ({k})")
+        predictors = state
     count = []
     for rv in model.observed_RVs:
         value = model.rvs_to_values[rv]
@@ -482,7 +524,8 @@ def _entry(lik: Likelihood, spec, bound) -> dict:
     if "hessian_kind" in lik.__dict__:
         layout["hessian_kind"] = lik.hessian_kind
     entry = {"format": FORMAT, "floatX": pytensor.config.floatX, "layout": layout,
-             "functions": functions, "count": tuple(count), "coords": tuple(coords)}
+             "functions": functions, "predictors": predictors, "count": tuple(count),
+             "coords": tuple(coords)}
     check = CachedLikelihood(entry, CachedSpec(SpecInfo(spec.name, spec.description, spec._file,
                                                         spec.path, spec._items,
                                                         spec._default_data)), bound)

@@ -28,13 +28,14 @@ import pytensor.tensor as pt
 from pytensor.compile.mode import get_mode
 
 from mle_ppl._src.engine import diskcache
-from mle_ppl._src.engine.compiled import (  # noqa: F401 - the modes are re-exported
+from mle_ppl._src.engine.compiled import (  # noqa: F401
     DEFAULT_MODE,
     SMALL_DATA,
     SMALL_MODE,
     DataFunction,
     Quiet,
     lift_data,
+    register_small_mode,
     relinked,
 )
 from mle_ppl._src.engine.objective import ParamBlock
@@ -66,23 +67,10 @@ DISCRETE_OUTCOME_OPS = ("BernoulliRV", "BinomialRV", "CategoricalRV", "Multinomi
 #:
 #: Data of at most :data:`SMALL_DATA` elements (all ``pm.Data`` containers and observed arrays
 #: together) get the second: there a fit's ~10-30 calls cost less than Numba's compile, and a
-#: profile likelihood's ~1,000 calls about as much.
-#: (The three constants live in ``engine.compiled``, which imports neither PyMC nor PyTensor.)
+#: profile likelihood's ~1,000 calls about as much.  (The constants: ``engine.compiled``.)
 
 
-def _register_small_mode() -> None:
-    from pytensor.compile.mode import Mode, predefined_modes, register_mode
-    from pytensor.graph.rewriting.db import RewriteDatabaseQuery
-    from pytensor.link.vm import VMLinker
-
-    if SMALL_MODE not in predefined_modes:
-        register_mode(SMALL_MODE, Mode(
-            linker=VMLinker(use_cloop=False, c_thunks=False),
-            optimizer=RewriteDatabaseQuery(include=["fast_compile", "canonicalize", "stabilize"],
-                                           exclude=["inplace"])))
-
-
-_register_small_mode()
+register_small_mode()
 
 
 def data_size(model: pm.Model) -> int:
