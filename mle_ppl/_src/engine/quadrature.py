@@ -22,6 +22,12 @@ Written as the Laplace value plus a correction per group,
 ``dh_g/dθ`` is the total derivative of ``H_gg(θ, û(θ))``: the Laplace objective's third-order
 product (``T = Σ_g e_g H_gg``) and its mixed product do both parts. The Hessian (standard errors)
 is central differences of that gradient, as for the Laplace objective.
+
+What this module uses of :class:`~mle_ppl._src.engine.laplace.LaplaceMarginal` (keep in step
+when changing it; tests/test_glmm_quadrature.py checks the result): ``_inner(x)`` (``.u``,
+``.blocks``), ``structure`` (``max_block``, ``buckets``, ``V``, ``scatter``), ``_fn_terms``,
+``_u0``, ``u_layout``, ``_grad_T``, ``_mixed_theta``, and ``_fn``/``_z``/``_terms`` to compile
+one more function (the gradient of a weighted sum of the per-term log-densities).
 """
 
 from __future__ import annotations
