@@ -21,9 +21,17 @@ Hessian that the blocks compute in 0.2-0.6 s. Small BLAS calls also stay single-
 a loaded 2-core machine keeps OpenBLAS's threads from spinning against other processes (measured
 there: a 2-thread ``Dᵀ(w ∘ D)`` at 1e6 x 51 took 11-18 s, the blocks 0.6 s).
 
-The predictors of the last evaluation are kept (with references to the data arrays they were
-computed from): the Hessian at the point of the last gradient, and a gradient after a step that
-changed only the other parameters (a root search on log σ), skip the read for ``Dβ``.
+Reads of the data that would only repeat earlier results are skipped, each only where it is exact
+(to rounding) for the arrays at hand:
+
+- the predictors of the last evaluation are kept (with references to the data arrays they were
+  computed from): the Hessian at the point of the last gradient, and a gradient after a step that
+  changed only the other parameters (a root search on log σ), skip the read for ``Dβ``;
+- after such a step, a ``∂NLL/∂t`` (or a mixed vector ``vⱼₒ``) that is elementwise a multiple of
+  the last gradient's (a Gaussian's ``(t - y)/σ²``) reuses ``Dᵀ ∂NLL/∂t`` times the ratio;
+- a weight or mixed vector equal in every row (a Gaussian's ``1/σ²``) uses ``DᵀD`` or ``Dᵀ1``,
+  computed once per fit (:func:`~mle_ppl._src.engine.alloc.fit_scope`: never across fits, so data
+  changed in place between fits are read again).
 """
 
 from __future__ import annotations
@@ -196,7 +204,7 @@ class PredictorEval:
             hess_out.append(pytensor.grad(gx[o], x, disconnected_inputs="ignore"))
         self._fn_h = compile([x, *ts], hess_out) if hess_out else None
         self._last = None  # (x, data arrays, predictors) of the last evaluation
-        self._kept_gram = None  # (fit, data matrix, DᵀD)
+        self._kept_sums = {}  # "gram" / "colsum": (fit, data matrix, DᵀD or Dᵀ1)
         self._kept_grad = None  # per predictor: (t, ∂NLL/∂t, Dᵀ ∂NLL/∂t) of the last gradient
 
     def _predictors(self, x):
@@ -212,17 +220,21 @@ class PredictorEval:
         self._last = (x.copy(), Ds, ts)
         return Ds, ts
 
-    def _gram(self, D: np.ndarray) -> np.ndarray:
-        """``DᵀD``, computed once per fit and data matrix (see :func:`alloc.fit_scope`)."""
+    def _per_fit(self, what: str, D: np.ndarray) -> np.ndarray:
+        """``DᵀD`` (``"gram"``) or ``Dᵀ1`` (``"colsum"``), computed once per fit and data matrix
+        (see :func:`~mle_ppl._src.engine.alloc.fit_scope`; outside a fit, every time)."""
         from mle_ppl._src.engine.alloc import current_fit
 
         fit = current_fit()
-        kept = self._kept_gram
+        kept = self._kept_sums.get(what)
         if fit is not None and kept is not None and kept[0] == fit and kept[1] is D:
             return kept[2]
-        G = gram_products([D], {(0, 0): np.ones(1)}, {})[0][(0, 0)]
-        self._kept_gram = None if fit is None else (fit, D, G)
-        return G
+        if what == "gram":
+            val = gram_products([D], {(0, 0): np.ones(1)}, {})[0][(0, 0)]
+        else:
+            val = rmatvec(D, np.ones(D.shape[0]))
+        self._kept_sums[what] = None if fit is None else (fit, D, val)
+        return val
 
     def value_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         # non-finite values (a step outside the support) are the optimizers' to reject
@@ -264,9 +276,19 @@ class PredictorEval:
             for oj in [m for m in self._mixed if m[0] == o]:
                 mixed_v[oj] = _rows(out.pop(0), n)
             rows_o[o] = np.asarray(out.pop(0), dtype=float)
+        known = {}  # Dⱼᵀ vₒⱼ without a read of Dⱼ
+        kept = self._kept_grad
+        for (o, j), v in mixed_v.items():
+            if v.size and np.all(v == v[0]):  # the same in every row (a Gaussian's intercept)
+                known[(o, j)] = v[0] * self._per_fit("colsum", Ds[j])
+            elif kept is not None and kept[j][0] is ts[j]:  # a multiple of ∂NLL/∂t (σ's)
+                part = _scaled_product(v, kept[j][1], kept[j][2])
+                if part is not None:
+                    known[(o, j)] = part
         vs = {}
         for j in range(len(Ds)):
-            cols = [(o, mixed_v[(o, jj)]) for (o, jj) in self._mixed if jj == j]
+            cols = [(o, mixed_v[(o, jj)]) for (o, jj) in self._mixed
+                    if jj == j and (o, jj) not in known]
             if cols:
                 vs[j] = (np.column_stack([c for _, c in cols]), [o for o, _ in cols])
         fixed = {}
@@ -274,7 +296,7 @@ class PredictorEval:
             w = np.asarray(w, dtype=float).reshape(-1)
             if jk[0] == jk[1] and w.size and np.all(w == w[0]):
                 # the same weight in every row (a Gaussian's 1/σ²): w DᵀD, DᵀD kept for the fit
-                fixed[jk] = w[0] * self._gram(Ds[jk[0]])
+                fixed[jk] = w[0] * self._per_fit("gram", Ds[jk[0]])
                 del pairs[jk]
         grams, cross = gram_products(Ds, pairs, {j: V for j, (V, _) in vs.items()})
         grams.update(fixed)
@@ -284,10 +306,12 @@ class PredictorEval:
             if j != k:
                 H[c:d, a:b] += block.T
         for j, (_, os_) in vs.items():
-            a, b = self.ranges[j]
             for col, o in enumerate(os_):
-                H[a:b, o] = cross[j][:, col]
-                H[o, a:b] = cross[j][:, col]
+                known[(o, j)] = cross[j][:, col]
+        for (o, j), col in known.items():
+            a, b = self.ranges[j]
+            H[a:b, o] = col
+            H[o, a:b] = col
         oth = self.others
         if len(oth):
             block = np.array([rows_o[o][oth] for o in oth.tolist()])
