@@ -497,8 +497,8 @@ def _entry(lik: Likelihood, spec, bound) -> dict:
                 state[k] = function(v)
             elif k == "sources":
                 state[k] = ("sources", tuple(source(var) for var in v))
-            elif k in ("_last", "_kept_gram"):
-                state[k] = None  # per-evaluation memory
+            elif k.startswith(("_last", "_kept")):
+                state[k] = None  # memory of the last evaluations (as a new PredictorEval has)
             elif v is None or isinstance(v, int | float | str | list | tuple | np.ndarray):
                 state[k] = v
             else:
