@@ -516,12 +516,15 @@ def cold(repeats: int) -> dict:
     cmds = {
         "python -c pass": [py, "-c", "pass"],
         "import numpy": [py, "-c", "import numpy"],
+        "import pandas": [py, "-c", "import pandas"],
+        "import pytensor.tensor": [py, "-c", "import pytensor.tensor"],
         "import pymc": [py, "-c", "import pymc"],
         "import mle_ppl": [py, "-c", "import mle_ppl"],
         "import + fit small model": [py, "-c", COLD_SCRIPT],
         "mle-ppl models": cli_cmd[:-2] + ["models"],
         "mle-ppl --help": cli_cmd[:-2] + ["--help"],
         "mle-ppl fit logistic_regression": cli_cmd,
+        "mle-ppl fit logistic_regression --json": cli_cmd + ["--json"],
         "mle-ppl fit logistic_regression (MLE_PPL_CACHE=0)": cli_cmd,
         "statsmodels formula logit script": [py, "-c", STATSMODELS_SCRIPT.format(csv=csv)],
     }
@@ -745,6 +748,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", metavar="FILE", help="also write all measurements as JSON")
     ap.add_argument("--cases", nargs="+", choices=sorted(CASES), help="run only these cases")
     ap.add_argument("--no-cold", action="store_true", help="skip the fresh-process timings")
+    ap.add_argument("--cold-only", action="store_true",
+                    help="only the fresh-process timings (no fit cases)")
     ap.add_argument("--no-memory", action="store_true",
                     help="skip the peak-RSS pass of the n = 1e6 cases")
     ap.add_argument("--threads", type=int, default=None,
@@ -780,7 +785,8 @@ def main(argv: list[str] | None = None) -> int:
     h = header()
     h["threads_limit"] = args.threads
     print(fmt_header(h), flush=True)
-    case_names = args.cases or (QUICK_CASES if args.quick else tuple(CASES))
+    case_names = () if args.cold_only else (
+        args.cases or (QUICK_CASES if args.quick else tuple(CASES)))
     cases = {}
     memory = {}
     for case in case_names:

@@ -45,7 +45,7 @@ import logging
 import os
 import pickle
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -381,8 +381,8 @@ def prepare(model, data, *, likelihood_only: bool, mode: str, random) -> Prepare
         info = SpecInfo(name=spec.name, description=spec.description, file=spec._file,
                         path=spec.path, items=spec._items, default_data=spec._default_data)
         new_info = info
-    else:
-        new_info = None
+    else:  # the path as given now (the key holds the resolved one): relative to this cwd
+        info, new_info = replace(info, path=path), None
     if data is None:
         p = info.default_data_path
         if p is None or not p.is_file():
