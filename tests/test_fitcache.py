@@ -38,12 +38,12 @@ print(json.dumps(out))
 """
 
 
-def _fit(model, cache_dir, data=None, **env_extra):
+def _fit(model, cache_dir, data=None, cwd=None, **env_extra):
     env = dict(os.environ, MLE_PPL_CACHE_DIR=str(cache_dir))
     env.pop("MLE_PPL_CACHE", None)
     env.update(env_extra)
     args = [sys.executable, "-c", SCRIPT, str(model)] + ([str(data)] if data else [])
-    proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600, cwd=cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -91,6 +91,9 @@ def test_changed_file_data_or_corrupt_entry_take_the_normal_path(tmp_path):
     cache = tmp_path / "cache"
     first = _fit(work / "model.toml", cache)
     assert _fit(work / "model.toml", cache)["objective"] == "CachedLikelihood"
+    # the same file by a relative path from another directory: a hit, its default data found
+    rel = _fit("m/model.toml", cache, cwd=tmp_path)
+    assert rel["objective"] == "CachedLikelihood" and rel["numbers"] == first["numbers"]
     # the file's bytes change (a comment): another key, the normal path, the same numbers
     (work / "model.toml").write_text((work / "model.toml").read_text() + "\n# edited\n")
     edited = _fit(work / "model.toml", cache)
@@ -188,3 +191,11 @@ def test_standin_check_op_behaves_like_pymcs():
             f(-1.0)
         assert type(info.value).__name__ == "ParameterValueError"
     assert outs == [3.0, 3.0]
+
+
+def test_installed_versions_are_importlib_metadatas():
+    from importlib.metadata import version
+
+    found = fitcache.installed()
+    for dist in fitcache._VERSIONED:
+        assert found[dist] == version(dist), dist

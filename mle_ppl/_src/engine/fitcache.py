@@ -91,15 +91,32 @@ def _source_hash() -> str:
 
 
 @cache
-def _versions() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+def installed() -> dict[str, str]:
+    """Installed distributions' versions from their ``name-version.dist-info`` folder names.
 
-    out = [f"python {sys.version}", f"mle-ppl source {_source_hash()}"]
-    for dist in _VERSIONED:
+    What ``importlib.metadata.version`` gives (tested), without parsing each METADATA file
+    (~0.1-0.3 s for the packages of the key on this machine).
+    """
+    out: dict[str, str] = {}
+    for entry in sys.path:
+        if not entry:  # the working directory (python -c): no installed packages there
+            continue
         try:
-            out.append(f"{dist} {version(dist)}")
-        except PackageNotFoundError:
-            out.append(f"{dist} -")
+            names = os.listdir(entry)
+        except OSError:
+            continue
+        for name in names:
+            if name.endswith((".dist-info", ".egg-info")):
+                dist, _, version = name.rsplit(".", 1)[0].partition("-")
+                out.setdefault(dist.lower().replace("_", "-"), version.split("-")[0])
+    return out
+
+
+@cache
+def _versions() -> str:
+    found = installed()
+    out = [f"python {sys.version}", f"mle-ppl source {_source_hash()}"]
+    out += [f"{dist} {found.get(dist, '-')}" for dist in _VERSIONED]
     return "\n".join(out)
 
 
