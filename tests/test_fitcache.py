@@ -199,3 +199,22 @@ def test_installed_versions_are_importlib_metadatas():
     found = fitcache.installed()
     for dist in fitcache._VERSIONED:
         assert found[dist] == version(dist), dist
+
+
+def test_predictor_memory_is_what_forget_resets():
+    """The fit cache stores a PredictorEval without its memory (attributes _last*, _kept*) and
+    restores it with forget(): that must be all of it, as a new evaluator has it."""
+    import pickle
+
+    from mle_ppl._src.engine.likelihood import Likelihood
+
+    spec = load_model("logistic_regression")
+    model, _ = spec.model_for(spec.default_data())
+    ev = Likelihood(model)._predictors
+    assert ev is not None
+    fresh = pickle.dumps({k: v for k, v in vars(ev).items() if k.startswith(("_last", "_kept"))})
+    ev.value_and_grad(np.zeros(ev.n_params))
+    ev.hessian(np.full(ev.n_params, 0.1))
+    ev.forget()
+    after = {k: v for k, v in vars(ev).items() if k.startswith(("_last", "_kept"))}
+    assert pickle.dumps(after) == fresh

@@ -356,6 +356,7 @@ def _predictors(state, bound, coords):
         elif isinstance(v, tuple) and v[:1] == ("sources",):
             v = _inputs(v[1], bound, coords)
         setattr(ev, k, v)
+    ev.forget()
     return ev
 
 
@@ -515,7 +516,7 @@ def _entry(lik: Likelihood, spec, bound) -> dict:
             elif k == "sources":
                 state[k] = ("sources", tuple(source(var) for var in v))
             elif k.startswith(("_last", "_kept")):
-                state[k] = None  # memory of the last evaluations (as a new PredictorEval has)
+                continue  # memory of the last evaluations: PredictorEval.forget() sets it
             elif v is None or isinstance(v, int | float | str | list | tuple | np.ndarray):
                 state[k] = v
             else:

@@ -203,6 +203,11 @@ class PredictorEval:
                     hess_out.append(v)
             hess_out.append(pytensor.grad(gx[o], x, disconnected_inputs="ignore"))
         self._fn_h = compile([x, *ts], hess_out) if hess_out else None
+        self.forget()
+
+    def forget(self) -> None:
+        """Drop what earlier evaluations kept (all of it: the fit cache restores an evaluator
+        without it, engine.fitcache)."""
         self._last = None  # (x, data arrays, predictors) of the last evaluation
         self._kept_sums = {}  # "gram" / "colsum": (fit, data matrix, DᵀD or Dᵀ1)
         self._kept_grad = None  # per predictor: (t, ∂NLL/∂t, Dᵀ ∂NLL/∂t) of the last gradient
