@@ -692,6 +692,18 @@ error of this model's log-likelihood is the last row, a few hundredths, small ag
 differences that matter for inference (a likelihood-ratio test compares differences of whole
 units). Laplace is least accurate with few observations per group and small binomial counts.
 
+mle-ppl does the quadrature itself: `n_quadrature=K` (glmer's `nAGQ`; `mle-ppl fit
+--n-quadrature K`) maximises the adaptive Gauss–Hermite marginal instead of Laplace's, for one
+scalar random effect per group. Its log-likelihood is the quadrature above at its own estimates:
+"""),
+    code('''
+agq_fit = mle_ppl.fit("binomial_mixed", n_quadrature=25)
+print(f"{agq_fit.random_effects.method}: log-likelihood {agq_fit.loglik:.6f}; the quadrature "
+      f"above at these estimates: {marginal_loglik(agq_fit.theta, 25):.6f}")
+pd.DataFrame({"Laplace": glmm_fit.estimates, "AGQ, 25 nodes": agq_fit.estimates,
+              "AGQ std. error": agq_fit.std_errors})
+'''),
+    md("""
 ## 3. Empirical Bayes vs full Bayes
 
 `mle_ppl.sample` runs NUTS on the same model, with the random effects keeping their
