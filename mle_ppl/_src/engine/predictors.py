@@ -125,12 +125,15 @@ def _scaled_product(gt, gt_old, part_old):
     """``Dᵀ gt`` as ``c Dᵀ gt_old`` when ``gt = c gt_old`` elementwise to :data:`SCALED_RTOL`
     (same predictors, only a scale parameter changed), else None. The two differ by rounding
     of the order of the sum's own (``SCALED_RTOL Σ |Dᵢ gtᵢ|``), and a read of D is saved."""
-    k = int(np.argmax(np.abs(gt_old)))
-    if gt_old[k] == 0 or not np.isfinite(gt[k]):
-        return None
-    c = gt[k] / gt_old[k]
-    if not np.all(np.abs(gt - c * gt_old) <= SCALED_RTOL * np.abs(gt)):
-        return None
+    head = slice(0, 64)  # a cheap rejection first: most vectors are not multiples at all
+    for sub in (head, slice(None)):
+        a, b = gt_old[sub], gt[sub]
+        k = int(np.argmax(np.abs(a)))
+        if a[k] == 0 or not np.isfinite(b[k]):
+            return None
+        c = b[k] / a[k]
+        if not np.all(np.abs(b - c * a) <= SCALED_RTOL * np.abs(b)):
+            return None
     return c * part_old
 
 
