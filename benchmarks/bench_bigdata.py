@@ -14,7 +14,10 @@ once per size into ``--dir``). Each configuration runs in its own process, so th
 
 Times are wall-clock from the start of reading to the standard errors, compilation included
 (every mle-ppl configuration compiles once, in the driver and, for Dask, in each worker).
-Configurations run round-robin over ``--repeats`` rounds; the table shows medians.
+Configurations run round-robin over ``--repeats`` rounds; the table shows medians (time ratios:
+the median over rounds of each round's ratio to that round's in-memory time) and the load average
+around the runs. ``streamed-noprefetch`` is ``streamed`` without the read-ahead thread
+(``MLE_PPL_PREFETCH=0``).
 
 Usage::
 
@@ -34,7 +37,7 @@ import sys
 import time
 from pathlib import Path
 
-CONFIGS = ("memory", "streamed", "dask", "daskml-admm", "daskml-newton")
+CONFIGS = ("memory", "streamed", "streamed-noprefetch", "dask", "daskml-admm", "daskml-newton")
 
 
 def model_text(p: int) -> str:
@@ -99,7 +102,9 @@ def run_one(config: str, d: Path, chunk_rows: int) -> dict:
         fit = mle_ppl.fit(model, data=df)
         se = fit.std_errors.to_numpy()
         out["wall"] = time.perf_counter() - t0
-    elif config == "streamed":
+    elif config.startswith("streamed"):
+        if config == "streamed-noprefetch":
+            os.environ["MLE_PPL_PREFETCH"] = "0"
         t0 = time.perf_counter()
         fit = mle_ppl.fit(model, data=str(d / "*.parquet"), chunk_rows=chunk_rows)
         se = fit.std_errors.to_numpy()
@@ -146,6 +151,7 @@ def run_one(config: str, d: Path, chunk_rows: int) -> dict:
     out["converged"] = bool(fit.converged)
     lik = fit.likelihood
     out["passes"] = getattr(lik, "passes", None)
+    out["pass_seconds"] = getattr(lik, "seconds", None)
     out["data_source"] = fit.source.reading
     out["rss_mb"] = _peak_rss_mb()
     return out
@@ -174,12 +180,14 @@ def main(argv=None) -> int:
             cmd = [sys.executable, __file__, "--n", str(n), "--p", str(args.p), "--files",
                    str(args.files), "--chunk-rows", str(args.chunk_rows), "--dir", args.dir,
                    "--run", c]
+            load = os.getloadavg()[0]
             proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
             if proc.returncode != 0:
                 print(f"{c}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
                 results[c].append({"config": c, "error": proc.stderr[-2000:]})
                 continue
             res = json.loads(proc.stdout.strip().splitlines()[-1])
+            res["load_before"], res["load_after"] = load, os.getloadavg()[0]
             results[c].append(res)
             print(f"round {r + 1} {c}: {res.get('wall', float('nan')):.1f} s, "
                   f"{res.get('rss_mb', float('nan')):.0f} MB", file=sys.stderr, flush=True)
@@ -220,8 +228,19 @@ def summarize(results: dict) -> dict:
         for k in ("passes", "iterations", "cluster_start"):
             if rs[0].get(k) is not None:
                 row[k] = rs[0][k]
+        if rs[0].get("pass_seconds") and rs[0].get("passes"):
+            row["seconds_per_pass"] = statistics.median(r["pass_seconds"] / r["passes"]
+                                                        for r in rs)
+        loads = [r[k] for r in rs for k in ("load_before", "load_after") if k in r]
+        if loads:
+            row["load_median"] = statistics.median(loads)
         if c == "dask" and t_mem and rs[0].get("passes"):
+            # passes = Newton iterations + 2 (the start, the certifying Hessian's point)
             row["overhead_per_pass_s"] = (wall - t_mem) / rs[0]["passes"]
+        if t_mem and c != "memory":  # ratios within each round (same minutes), then median
+            per_round = [r["wall"] / m["wall"] for r, m in zip(rs, ref, strict=False)]
+            row["time_ratio_rounds"] = per_round
+            row["time_ratio_median_of_rounds"] = statistics.median(per_round)
         out[c] = row
     return out
 
@@ -231,17 +250,19 @@ def markdown(doc: dict) -> str:
              f"{doc['files']} Parquet files, chunk_rows = {doc['chunk_rows']:,}, "
              f"{doc['repeats']} round(s) (medians)", "",
              "| configuration | wall s | x in-memory | driver peak RSS MB | x in-memory | "
-             "data passes | max |Δθ| / SE | max SE rel. diff |",
-             "|---|---|---|---|---|---|---|---|"]
+             "data passes | s per pass | max |Δθ| / SE | max SE rel. diff | load |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for c, r in doc["summary"].items():
         if r.get("error"):
-            lines.append(f"| {c} | failed | | | | | | |")
+            lines.append(f"| {c} | failed | | | | | | | | |")
             continue
         fmt = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
-        lines.append(f"| {c} | {r['wall_s']:.1f} | {fmt(r.get('time_ratio'), '.2f')} | "
+        ratio = r.get("time_ratio_median_of_rounds", r.get("time_ratio"))
+        lines.append(f"| {c} | {r['wall_s']:.1f} | {fmt(ratio, '.2f')} | "
                      f"{r['rss_mb']:.0f} | {fmt(r.get('rss_ratio'), '.2f')} | "
-                     f"{r.get('passes', '')} | {fmt(r.get('max_dist_se'), '.2e')} | "
-                     f"{fmt(r.get('max_se_rel'), '.1e')} |")
+                     f"{r.get('passes', '')} | {fmt(r.get('seconds_per_pass'), '.2f')} | "
+                     f"{fmt(r.get('max_dist_se'), '.2e')} | "
+                     f"{fmt(r.get('max_se_rel'), '.1e')} | {fmt(r.get('load_median'), '.1f')} |")
     d = doc["summary"].get("dask", {})
     if "overhead_per_pass_s" in d:
         lines.append("")

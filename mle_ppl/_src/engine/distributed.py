@@ -36,6 +36,7 @@ import pandas as pd
 from mle_ppl._src.engine.chunked import (
     ChunkedObjective,
     chunk_sums,
+    head,
     refuse_random_effects,
     resolve_chunk_mode,
 )
@@ -87,18 +88,9 @@ def _rows(chunk) -> int:
     return chunk.n
 
 
-def _head(chunk, k: int):
-    """The first ``k`` rows of a bound chunk (the driver builds its model from them)."""
-    from dataclasses import replace
-
-    b = chunk.bound
-    arrays = {name: a[:k] for name, a in b.arrays.items()}
-    return replace(chunk, bound=replace(b, arrays=arrays, n=min(k, b.n)), n=min(k, b.n))
-
-
 def _evaluate(recipe: _Recipe, chunk, what: str, x: np.ndarray, groups=None, fn=None):
     if chunk.bound is None:
-        return None if what == "call" else _empty(recipe, what)
+        return None if what in ("call", "head") else _empty(recipe, what)
     spec = _worker_spec(recipe)
     from mle_ppl._src.engine.chunked import _EVAL_LOCK
 
@@ -149,6 +141,7 @@ class DaskBackend:
         self.recipe = recipe
         self.n_rows = int(sum(ns))
         self.n_partitions = len(bound)
+        self.first = next((i for i, n in enumerate(ns) if n), 0)  #: first partition with rows
         self.description = f"Dask DataFrame of {self.n_partitions} partitions"
         self.notes = ()
         self._groups: dict = {}
@@ -160,6 +153,9 @@ class DaskBackend:
             groups = self._group_values(group_column)
             tasks = [dask.delayed(_evaluate, pure=False)(self.recipe, b, what, x, g)
                      for b, g in zip(self.bound, groups, strict=True)]
+        elif what == "head":  # the first partition with rows only
+            tasks = [dask.delayed(_evaluate, pure=False)(self.recipe, self.bound[self.first],
+                                                         what, x, None, fn)]
         else:
             tasks = [dask.delayed(_evaluate, pure=False)(self.recipe, b, what, x, None, fn)
                      for b in self.bound]
@@ -226,10 +222,10 @@ def dask_objective(spec, ddf, *, likelihood_only: bool, mode: str) -> ChunkedObj
     nonempty = [i for i, n in enumerate(ns) if n]
     if not nonempty:
         raise DataError("the Dask DataFrame has no rows; a fit needs at least one observation.")
-    head = dask.compute(dask.delayed(_head)(bound[nonempty[0]], 64))[0]
-    model = spec.model_for_bound(head.bound)
+    first = dask.compute(dask.delayed(head)(bound[nonempty[0]], 64))[0]
+    model = spec.model_for_bound(first.bound)
     refuse_random_effects(model)
-    width = sum(int(np.prod(a.shape[1:], dtype=int)) for a in head.bound.arrays.values())
+    width = sum(int(np.prod(a.shape[1:], dtype=int)) for a in first.bound.arrays.values())
     resolved = resolve_chunk_mode(mode, model, max(ns), max(ns) * width)
     lik = likelihood_for(model, likelihood_only=likelihood_only, mode=resolved)
     recipe = _Recipe(key, blob, levels, likelihood_only, resolved, lik.n_params,

@@ -47,6 +47,24 @@ DEFAULT_MEMORY_BUDGET = 2 * 1024**3
 EXPANSION = 4
 #: Rows per chunk when streaming was switched on by the memory budget.
 DEFAULT_CHUNK_ROWS = 1_000_000
+#: Chunks read ahead by the prefetch thread of a streamed pass (``MLE_PPL_PREFETCH``; 0: none).
+PREFETCH = 1
+
+
+def prefetch_depth() -> int:
+    """Chunks to read ahead: ``$MLE_PPL_PREFETCH`` (0 turns the thread off), else
+    :data:`PREFETCH`."""
+    text = os.environ.get("MLE_PPL_PREFETCH", "").strip()
+    if not text:
+        return PREFETCH
+    try:
+        depth = int(text)
+    except ValueError:
+        raise MLEError(f"MLE_PPL_PREFETCH={text!r} is not a whole number of chunks; use 0 "
+                       "(no read-ahead), 1 (the default) or more.") from None
+    if depth < 0:
+        raise MLEError(f"MLE_PPL_PREFETCH={text!r} must be 0 or more.")
+    return depth
 
 
 def memory_budget(value: Any = None) -> int:
@@ -342,6 +360,13 @@ class ParquetChunks:
                             "least one observation.")
         self.levels = self._first_pass()
         self.n_chunks = sum(-(-r // self.chunk_rows) for r in self.rows_per_file)
+        from mle_ppl._src.model.arrow_bind import ArrowBinder
+
+        #: binds numeric entries from Arrow (None: pandas and bind); the first chunk it binds
+        #: is checked against bind
+        self.depth = prefetch_depth()
+        self._binder = ArrowBinder.for_spec(spec, self.kinds, self.chunk_rows, self.depth + 2)
+        self._binder_checked = False
 
     @property
     def data_bytes(self) -> int:
@@ -369,8 +394,9 @@ class ParquetChunks:
         return levels_from(self.spec, self.model_cols, uniques,
                            where=f"Parquet data {self.description!r}")
 
-    def tables(self) -> Iterator[tuple[str, pd.DataFrame]]:
-        """``(label, table)`` per chunk; the label names the file and the rows."""
+    def batches(self) -> Iterator[tuple[str, Any]]:
+        """``(label, pyarrow RecordBatch)`` per chunk (only the columns read); the label names
+        the file and the rows."""
         import pyarrow.parquet as pq
 
         for f in self.files:
@@ -378,11 +404,103 @@ class ParquetChunks:
             pf = pq.ParquetFile(f)
             for batch in pf.iter_batches(batch_size=self.chunk_rows, columns=list(self.columns)):
                 n = batch.num_rows
-                yield (f"Parquet file {str(f)!r} rows {start}-{start + n - 1}",
-                       batch.to_pandas())
+                yield f"Parquet file {str(f)!r} rows {start}-{start + n - 1}", batch
                 start += n
 
-    def chunks(self) -> Iterator[BoundChunk]:
-        """The bound chunks, one at a time (only one chunk's arrays in memory)."""
-        for label, table in self.tables():
-            yield bind_chunk(self.spec, table, self.levels, label)
+    def tables(self) -> Iterator[tuple[str, pd.DataFrame]]:
+        """``(label, table)`` per chunk, as pandas tables."""
+        for label, batch in self.batches():
+            yield label, batch.to_pandas()
+
+    def chunks(self, prefetch: bool = True) -> Iterator[BoundChunk]:
+        """The bound chunks, one at a time.
+
+        Numeric data entries are bound straight from Arrow into reused arrays
+        (:class:`~mle_ppl._src.model.arrow_bind.ArrowBinder`); other model files go through
+        pandas and :func:`bind_chunk`. With ``prefetch``, a thread reads and binds the next
+        chunk while the caller evaluates this one (pyarrow decodes and NumPy copies without the
+        GIL): memory is then read-ahead (:func:`prefetch_depth`) + 2 chunks. A chunk's arrays
+        are valid until the caller asks for the next one.
+        """
+        produce = self._bound_chunks
+        if not prefetch or self.depth == 0:
+            yield from produce()
+            return
+        yield from prefetched(produce, self.depth)
+
+    def _bound_chunks(self) -> Iterator[BoundChunk]:
+        binder = self._binder
+        slot = 0
+        for label, batch in self.batches():
+            if binder is None or batch.num_rows == 0:
+                yield bind_chunk(self.spec, batch.to_pandas(), self.levels, label)
+                continue
+            bound = binder.bind(batch, slot)
+            if bound is None or not self._binder_checked:
+                slow = bind_chunk(self.spec, batch.to_pandas(), self.levels, label)
+                if bound is not None:  # the first chunk: both ways must agree exactly
+                    from mle_ppl._src.model.arrow_bind import same_binding
+
+                    self._binder_checked = True
+                    if not same_binding(bound, slow.bound):
+                        self._binder = binder = None
+                yield slow  # also a batch the binder declined (bind raised or decided)
+                continue
+            slot = (slot + 1) % binder.slots
+            yield BoundChunk(label, bound, bound.n)
+
+
+class _Failed:
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+_DONE = object()
+
+
+def prefetched(produce, depth: int) -> Iterator:
+    """The items of ``produce()``, made by a thread that runs up to ``depth`` items ahead.
+
+    An exception in the thread is raised here, at the item where it occurred; when the caller
+    stops early (an exception, ``close()``), the thread is stopped and joined before this
+    returns, so no chunk is read after the pass."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work():
+        try:
+            for item in produce():
+                if not put(item):
+                    return
+        except BaseException as err:  # noqa: BLE001 - raised again in the caller's thread
+            put(_Failed(err))
+            return
+        put(_DONE)
+
+    thread = threading.Thread(target=work, name="mle-ppl-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        thread.join()

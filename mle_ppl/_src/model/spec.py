@@ -152,6 +152,25 @@ class ModelSpec:
             self._cache.popitem(last=False)
         return model
 
+    def swap_in(self, bound: BoundData) -> pm.Model | None:
+        """Swap ``bound``'s arrays into the cached model of its structure, directly: each
+        container's ``set_value`` (no copy) and the row count, without ``pm.set_data``'s checks
+        (``bind`` made the arrays) or new row coordinates (chunks of rows are not labelled).
+        ``None`` when no model of that structure is cached."""
+        hit = self._cache.get(bound.structure)
+        if hit is None:
+            return None
+        model, containers = hit
+        for name, arr in bound.arrays.items():
+            var = model[containers[name]]
+            # in the container's dtype (PyMC keeps integer data as int32, say), aligned (arrays
+            # unpickled from a Dask transfer may not be): a copy only when needed
+            var.set_value(np.require(arr, dtype=var.dtype, requirements="A"), borrow=True)
+        length = model.dim_lengths.get(OBS_DIM)
+        if hasattr(length, "set_value"):
+            length.set_value(np.asarray(bound.n, dtype=length.dtype))
+        return model
+
     def build_model(self, data, priors: Mapping[str, str] | None = None) -> pm.Model:
         """A fresh ``pm.Model`` for ``data``; ``priors`` (name -> ``"Normal(0, 2.5)"``) replace
         the flat priors of the named parameters (``None``: all flat).
