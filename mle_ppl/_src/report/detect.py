@@ -216,6 +216,7 @@ class Detected:
     aux_blocks: tuple[frozenset[str], ...]
     mean_names: tuple[str, ...]  #: variable names of the mean parameters
     link_factor: float = 1.0  #: p = link⁻¹(c·eta): c ≠ 1 when the model rounds a constant
+    candidate: int = 0  #: which sub-expression of the graph is the mean / linear predictor
 
 
 def _points(x_hat: np.ndarray, cols: np.ndarray) -> list[np.ndarray]:
@@ -233,10 +234,8 @@ def detect(lik: Likelihood, x: np.ndarray) -> Detected:
     """The design, outcome and offset of the fit at ``x``, or :class:`NotApplicable` and why."""
     graph = _graph_for(lik)
     x_hat = np.array(x, dtype=float)
-    outs = [np.asarray(o, dtype=float) for o in graph.fn(x_hat)]
-    target, aux = outs[0], outs[1:1 + graph.n_aux]
-    cvals = outs[1 + graph.n_aux:]
-    y = np.asarray(lik.current_observed()[graph.observed])
+    outs, y = evaluate(lik, x_hat)
+    target, cvals = outs[0], outs[1 + graph.n_aux:]
     links = FAMILIES[{"normal": "NormalRV", "bernoulli": "BernoulliRV", "binomial": "BinomialRV",
                       "categorical": "CategoricalRV"}[graph.family]][1]
     factor = 1.0
@@ -291,7 +290,24 @@ def detect(lik: Likelihood, x: np.ndarray) -> Detected:
                 f"the {what} of {graph.observed!r} is not linear in "
                 f"{[b.name for b in blocks]} (its Jacobian changes with the parameter values): "
                 f"{kind} has no closed form.")
-    v_hat = cvals[index]
+    return assemble(graph, x_hat, outs, y, link, factor, index, cols, J[:, cols],
+                    tuple(b.name for b in blocks))
+
+
+def evaluate(lik: Likelihood, x: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """The graph's outputs at ``x`` (target, aux, candidates) and the observed values."""
+    graph = _graph_for(lik)
+    outs = [np.asarray(o, dtype=float) for o in graph.fn(np.array(x, dtype=float))]
+    return outs, np.asarray(lik.current_observed()[graph.observed])
+
+
+def assemble(graph: _Graph, x_hat: np.ndarray, outs: list[np.ndarray], y: np.ndarray, link: str,
+             factor: float, index: int, cols: np.ndarray, Jc: np.ndarray,
+             mean_names: tuple[str, ...]) -> Detected:
+    """The :class:`Detected` design of candidate ``index`` from its Jacobian's columns ``cols``
+    (``Jc``: one row per element of the candidate), broadcast to one row per observation."""
+    target, aux = outs[0], outs[1:1 + graph.n_aux]
+    v_hat = outs[1 + graph.n_aux + index]
     eta_shape = v_hat.shape
     # broadcast the linear predictor (and its Jacobian) to one row per observation
     if link == "softmax":
@@ -299,7 +315,7 @@ def detect(lik: Likelihood, x: np.ndarray) -> Detected:
         full = np.broadcast_shapes(y.shape + (K,), eta_shape, target.shape)
     else:
         full = np.broadcast_shapes(y.shape, eta_shape, target.shape)
-    Jfull = factor * J[:, cols].reshape(eta_shape + (len(cols),))
+    Jfull = factor * Jc.reshape(eta_shape + (len(cols),))
     Jfull = np.broadcast_to(Jfull, full + (len(cols),))
     eta_hat = np.broadcast_to(factor * v_hat, full)
     m = len(cols)
@@ -319,7 +335,7 @@ def detect(lik: Likelihood, x: np.ndarray) -> Detected:
     return Detected(family=graph.family, link=link, observed=graph.observed,
                      y=np.asarray(y_flat, dtype=float), design=design, offset=offset, cols=cols,
                      theta_hat=theta_hat, eta_hat=eta_hat, aux=aux_vals,
-                     aux_blocks=graph.aux_blocks,
-                     mean_names=tuple(b.name for b in blocks), link_factor=factor)
+                     aux_blocks=graph.aux_blocks, mean_names=mean_names, link_factor=factor,
+                     candidate=index)
 
 

@@ -175,15 +175,17 @@ def _scaled_solve(info: np.ndarray, g: np.ndarray):
     return d * (V[:, keep] @ a), int(np.sum(keep))
 
 
-def newton_reference(problem: Problem, *, max_iter: int = 200) -> NewtonResult:
+def newton_reference(problem: Problem, *, max_iter: int = 200,
+                     start: np.ndarray | None = None) -> NewtonResult:
     """Maximise the log-likelihood by Newton's method (IRLS for the logit link) with halving.
 
-    Independent of PyMC and of the engine: NumPy/SciPy only, starting from θ = 0. Converged when
+    Independent of PyMC and of the engine: NumPy/SciPy only, starting from θ = 0 (or ``start``:
+    the log-likelihood is concave, so its maximum does not depend on the start). Converged when
     the Newton decrement is below 1e-14 (then one more full step); the information is
     Jacobi-scaled and inverted by eigendecomposition (pseudo-inverse if singular).
     """
     m = problem.X.shape[-1]
-    theta = np.zeros(m)
+    theta = np.zeros(m) if start is None else np.array(start, dtype=float)
     f, g, info = problem.evaluate(theta)
     converged = False
     rank0 = _scaled_solve(info, g)[1]  # rank of the design's information at θ = 0
