@@ -25,7 +25,6 @@ from __future__ import annotations
 import sys
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from os import PathLike
@@ -80,10 +79,9 @@ def chunk_sums(spec, lik, chunk, what: str, x: np.ndarray, groups=None, fn=None)
             return lik.value(x)
         if what == "fg":
             return lik.value_and_grad(x)
-        if what == "fgh":  # one pass for Newton's next two calls (and the row count)
-            f, g, h = fused(lik)(x)
-            return float(f), np.asarray(g, dtype=float), np.asarray(h, dtype=float), \
-                lik.count_obs(x)
+        if what == "fgh":  # one pass for Newton's next two calls (and the row count); the
+            f, g = lik.value_and_grad(x)  # Hessian reuses the gradient's linear predictors
+            return f, g, lik.hessian(x), lik.count_obs(x)
         if what == "h":
             return lik.hessian(x)
         if what == "obs":
@@ -107,36 +105,6 @@ def chunk_sums(spec, lik, chunk, what: str, x: np.ndarray, groups=None, fn=None)
         np.add.at(Sg, inv, S)
         return labels, Sg
     raise ValueError(what)
-
-
-_FUSED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def fused(lik):
-    """NLL, gradient and Hessian of ``lik`` as one compiled function (cached per likelihood).
-
-    A Newton pass over a chunk needs all three; one function computes the linear predictors
-    and the per-row weights once for the three (about 15 % less than the value-and-gradient and
-    Hessian functions called in turn), with the Hessian built as the in-memory one is: the
-    structured ``Dᵀ diag(w) D`` (:mod:`.structured`) where the graph has linear predictors, the
-    vectorised Jacobian of the gradient otherwise. Results are bit-identical to those calls.
-    """
-    fn = _FUSED.get(lik)
-    if fn is None:
-        import pytensor
-        import pytensor.tensor as pt
-
-        from mle_ppl._src.engine.likelihood import _compile
-        from mle_ppl._src.engine.structured import structured_hessian
-
-        grad = pt.grad(lik._nll, lik._x)
-        hess = None if lik._hessian_kind == "generic" else structured_hessian(
-            lik._nll, lik._x, lik.n_params)
-        if hess is None:
-            hess = pytensor.gradient.jacobian(grad, lik._x, vectorize=True)
-        fn = _compile([lik._x], [lik._nll, grad, hess], lik.mode, model=lik.model)
-        _FUSED[lik] = fn
-    return fn
 
 
 #: Rows of a chunk that :meth:`ChunkedObjective.map_head` binds (e.g. to detect a structure by
