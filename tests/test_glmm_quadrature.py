@@ -447,3 +447,17 @@ def test_cli_n_quadrature():
         rc, out, err = _cli("fit", *args)
         assert rc == 2 and out == "" and "Traceback" not in err, err
         assert len(err.strip().splitlines()) == 1 and fragment in err, err
+
+
+def test_lrt_notes_fits_integrated_differently():
+    y, x, g, G = _simulate("bernoulli", seed=11)
+    big = _model("bernoulli", y, x, g, G)
+    with pm.Model(coords={"group": np.arange(G)}) as small:
+        a = pm.Flat("a")
+        sd_u = pm.HalfFlat("sd_u")
+        u = pm.Normal("u", 0, sd_u, dims="group")
+        pm.Bernoulli("y", logit_p=a + u[g], observed=y)
+    same = mle_ppl.lrt(mle_ppl.fit(small, n_quadrature=25), mle_ppl.fit(big, n_quadrature=25))
+    assert not any("differently" in n for n in same.notes)
+    mixed = mle_ppl.lrt(mle_ppl.fit(small), mle_ppl.fit(big, n_quadrature=25))
+    assert any("(adaptive Gauss-Hermite, 25 nodes vs laplace)" in n for n in mixed.notes)

@@ -139,6 +139,13 @@ def lrt(small: Estimate, big: Estimate, *, names: Sequence[str] | None = None,
                  "0, the null is on the boundary of the parameter space and this chi2(df) "
                  "p-value is conservative (for one variance the reference distribution is the "
                  "50:50 mixture of chi2(0) and chi2(1): halve the p-value).",)
+    how = {f.random_effects.method for f in (small, big)
+           if getattr(f, "random_effects", None) is not None}
+    if len(how) > 1:
+        notes += ("the two fits integrate their random effects differently "
+                  f"({' vs '.join(sorted(how))}): each log-likelihood carries its own "
+                  "approximation error, which enters the statistic. Fit both the same way (the "
+                  "same n_quadrature=).",)
     return LRTResult(small=nm[0], big=nm[1], small_loglik=float(small.loglik),
                      big_loglik=float(big.loglik), statistic=stat, df=int(df),
                      p_value=float(stats.chi2.sf(stat, df)), notes=notes)
