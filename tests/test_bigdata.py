@@ -412,8 +412,9 @@ def test_streamed_least_squares_check_on_ill_conditioned_longley(tmp_path):
     for q, r in rs.items():  # same identities, same tolerances (same SEs, same n)
         assert r.agrees
         assert r.tol == pytest.approx(rm[q].tol, rel=1e-8)
-        # the two references agree far inside each row's tolerance
-        assert abs(r.closed_form - rm[q].closed_form) <= 1e-6 * rm[q].tol
+        # the two references agree far inside each row's tolerance (1e-4 of it: the MSE row's
+        # two QR paths differ by ~2e-12 relative, ~cond(equilibrated X)·eps)
+        assert abs(r.closed_form - rm[q].closed_form) <= 1e-4 * rm[q].tol
         assert r.closed_form == pytest.approx(rm[q].closed_form, rel=1e-8)
     np.testing.assert_allclose([rs[lab].closed_form for lab in st.labels[:7]], LONGLEY,
                                rtol=1e-8)
