@@ -407,3 +407,99 @@ def test_variance_table_shows_no_wald_end_outside_the_support(tmp_path, monkeypa
     assert "-0.75" not in words and "—" in words
     assert "Wald lower end outside the support [0, inf]: not shown; see --ci profile" in words
     assert "sd_batch_cask" in words and "2.90" in words  # inside its support: shown
+
+
+# ---------------------------------------------------------------- REML (lme4's default)
+# lme4 1.1-31, REML = TRUE (lme4_reference.out); sds in the order of CASES[...][4].
+LME4_REML = {
+    "dyestuff": dict(loglik=-159.8271384211, fixef=[1527.5], se=[19.3834128327],
+                     sds=[42.0005972034, 49.5100996176]),
+    "penicillin": dict(loglik=-165.4302944955, fixef=[22.9722222222], se=[0.8085733467],
+                       sds=[0.8467042778, 1.9315582993, 0.5499231460]),
+    "pastes": dict(loglik=-123.4953729267, fixef=[60.0533333333], se=[0.6768700847],
+                   sds=[1.2873650974, 2.9040775934, 0.8234075474]),
+    "sleepstudy": dict(loglik=-871.8141359792, fixef=[251.4051048485, 10.4672859596],
+                       se=[6.8245562616, 1.5457888929],
+                       sds=[24.7404500812, 5.9221330819, 25.5918157386], corr=0.0655513776),
+}
+# Printed by lme4, to the printed digits: "REML criterion at convergence" in the help pages
+# (docs/reference/*.html of lme4's repository): Dyestuff 319.6543, Penicillin 330.8606, Pastes
+# 246.9907, sleepstudy (lmer) 1743.628; Dyestuff's `REMLcrit(fm1) = 319.654276842342` in
+# tests/testthat/test-lmer.R; sleepstudy's "REML criterion at convergence: 1743.6" in Bates et
+# al. (2015), J. Stat. Softw. 67(1) (logLik -1743.628 / 2 = -871.81).
+# (REMLcrit is lme4's default optimizer's value, 8e-11 above ours: compared to 9 decimals)
+PRINTED_REML = {"dyestuff": (319.654276842342, 9), "penicillin": (330.8606, 4),
+                "pastes": (246.9907, 4), "sleepstudy": (1743.628, 3)}
+
+
+def _statsmodels_reml_llf(case: str) -> float:
+    import statsmodels.formula.api as smf
+
+    df = _read(CASES[case][0])
+    if case == "dyestuff":
+        md = smf.mixedlm("Yield ~ 1", df, groups=df["Batch"])
+    else:
+        md = smf.mixedlm("strength ~ 1", df, groups=df["batch"], re_formula="1",
+                         vc_formula={"cask": "0 + C(cask)"})
+    return md.fit(reml=True, method="bfgs", gtol=1e-10).llf
+
+
+def _check_reml(fit, case: str, how: str = "formula") -> None:
+    ref = LME4_REML[case]
+    fixed, sds = (lab[0 if how == "pm" else 1] for lab in CASES[case][3:])
+    assert fit.converged and not fit.warnings and fit.criterion == "REML"
+    assert fit.loglik == pytest.approx(ref["loglik"], abs=1e-7)
+    value, digits = PRINTED_REML[case]
+    assert round(-2 * fit.loglik, digits) == pytest.approx(value, abs=10.0 ** -digits)
+    np.testing.assert_allclose(fit.estimates[fixed], ref["fixef"], rtol=1e-6)
+    np.testing.assert_allclose(fit.std_errors[fixed], ref["se"], rtol=1e-4)
+    np.testing.assert_allclose(fit.estimates[sds], ref["sds"], rtol=1e-4)
+
+
+@pytest.mark.parametrize("how", ["pm", "formula"])
+def test_lme4_reml_dyestuff(how, tmp_path):
+    df = _read("Dyestuff")
+    model = _pm_dyestuff(df) if how == "pm" else _formula_model(CASES["dyestuff"][1], df,
+                                                                  tmp_path)
+    fit = mle_ppl.fit(model, reml=True)
+    _check_reml(fit, "dyestuff", how)
+    assert fit.loglik == pytest.approx(_statsmodels_reml_llf("dyestuff"), rel=1e-6)
+    # test-lmer.R: sigma(fm1) = 49.5101272946856 (tolerance 1e-6, lme4's default optimizer)
+    assert fit.estimates["sigma"] == pytest.approx(49.5101272946856, rel=1e-6)
+
+
+@pytest.mark.slow  # REML fits of 60-180 rows: 20-60 s each on a loaded 2-core machine
+@pytest.mark.parametrize("case", ["pastes", "penicillin", "sleepstudy"])
+def test_lme4_reml(case, tmp_path):
+    csv, formula = CASES[case][:2]
+    fit = mle_ppl.fit(_formula_model(formula, _read(csv), tmp_path), reml=True)
+    _check_reml(fit, case)
+    if case == "pastes":
+        assert fit.loglik == pytest.approx(_statsmodels_reml_llf(case), rel=1e-6)
+    if case == "sleepstudy":
+        assert fit.estimates["rho_Subject"] == pytest.approx(LME4_REML[case]["corr"], rel=1e-4)
+        assert round(fit.loglik, 2) == -871.81  # -1743.628 / 2, lme4's printed criterion
+
+
+@pytest.mark.slow  # a profile with boundary-settled inner fits: ~1-3 min on a loaded machine
+def test_profile_where_another_variance_component_goes_to_zero(tmp_path):
+    """Pastes: profiling the cask SD up to its upper end pushes the batch SD's conditional
+    maximum to 0; the inner fits hold it there (they once failed and the interval ended at the
+    last profiled point, 4.009 instead of 4.054, after ~9 minutes). Ends against our own dense
+    computation (1e-6 in loglik) and lme4's `confint` (lme4_reference.out: 2.1579337084,
+    4.053588941; spline-interpolated, so 2e-4 relative)."""
+    from scipy import stats
+
+    fit = _fit("pastes", "formula", tmp_path)
+    df = _read("Pastes")
+    pr = fit.profile("sd_batch_cask")
+    assert not (pr.open_lower or pr.open_upper) and not pr.notes
+    cut = fit.loglik - stats.chi2.ppf(0.95, 1) / 2
+    for end in (pr.lower, pr.upper):
+        ll = _dense_profile_end(df, df.strength.to_numpy(), ["batch", "sample"], 1, end)
+        assert ll == pytest.approx(cut, abs=1e-6)
+    np.testing.assert_allclose([pr.lower, pr.upper], [2.1579337084, 4.053588941], rtol=2e-4)
+    # the batch SD's own profile reaches 0 inside the cut-off: one-sided, as lme4's [0, 2.9466]
+    pb = fit.profile("sd_batch")
+    assert pb.open_lower and pb.lower == 0
+    assert pb.upper == pytest.approx(2.946591111, rel=2e-4)

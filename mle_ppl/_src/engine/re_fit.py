@@ -115,3 +115,68 @@ def random_effects_report(obj, x: np.ndarray, cov_u: np.ndarray,
         method="laplace" + (" (exact here only if the mean is linear in the random effects)"
                             if gaussian else ""),
         notes=tuple(notes))
+
+
+def settle_profile_point(obj, x: np.ndarray, free: np.ndarray):
+    """A profile's inner fit of a mixed model: maximise over the coordinates ``free`` of ``x``.
+
+    Where the conditional maximum of another variance parameter is at σ = 0 (profiling one SD
+    up can push another to 0), Newton on its log scale never converges: the likelihood keeps
+    rising as it runs off. Such a coordinate is held at e^-:data:`HOLD_AT` when that does not
+    lower the likelihood, and the others are re-fitted: the maximum on that boundary. A
+    coordinate already held (the previous point of the walk) is tried there first. Returns
+    ``(x, loglik, converged)``.
+    """
+    x = np.array(x, dtype=float)
+    held = [int(j) for j in free if obj.variance_coords[j] and x[j] <= 1 - HOLD_AT]
+    if held:
+        xs, ll, ok = _newton_on(obj, x, np.array([j for j in free if j not in held], dtype=int))
+        if ok:
+            return xs, ll, ok
+    x, ll, ok = _newton_on(obj, x, np.asarray(free, dtype=int))
+    if ok or not np.isfinite(ll):
+        return x, ll, ok
+    f = -ll
+    tol = 1e-9 * max(1.0, abs(f))
+    held = []
+    for j in free:
+        b = next(b for b in obj.blocks if b.start <= j < b.start + b.size)
+        if not (obj.variance_coords[j] and obj.bounded[j] and b.lower == 0.0
+                and np.isinf(b.upper)):
+            continue
+        cand = x.copy()
+        cand[j] = min(x[j], -HOLD_AT)
+        fc = obj.value(cand)
+        if np.isfinite(fc) and fc <= f + tol:
+            x, f = cand, min(f, fc)
+            held.append(int(j))
+    if not held:
+        return x, ll, False
+    return _newton_on(obj, x, np.array([j for j in free if j not in held], dtype=int))
+
+
+def _newton_on(obj, x: np.ndarray, free: np.ndarray):
+    """Newton (tolerance 1e-12, 100 iterations) on the coordinates ``free`` of ``x``."""
+    from mle_ppl._src.engine.objective import Callables
+    from mle_ppl._src.engine.optimize import newton
+
+    x = np.array(x, dtype=float)
+    if not len(free):
+        f = obj.value(x)
+        return x, -float(f), bool(np.isfinite(f))
+
+    def full(z):
+        xx = x.copy()
+        xx[free] = z
+        return xx
+
+    def vg(z):
+        f, g = obj.value_and_grad(full(z))
+        return f, g[free]
+
+    if not np.isfinite(vg(x[free])[0]):
+        return x, -np.inf, False
+    res = newton(Callables(vg, lambda z: obj.hessian(full(z))[np.ix_(free, free)]), x[free],
+                 tol=1e-12, max_iter=100, runaway=0)
+    x[free] = res.x
+    return x, -float(res.fun), bool(res.converged and np.isfinite(res.fun))

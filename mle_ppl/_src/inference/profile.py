@@ -4,8 +4,7 @@ For a parameter ``psi`` the profile log-likelihood is ``l_p(psi) = max l(theta)`
 parameters with ``psi`` held fixed, and the signed root deviance is
 ``r(psi) = sign(psi - psi_hat) * sqrt(2 (l(theta_hat) - l_p(psi)))``. The level-``1 - a``
 interval is ``{psi : |r(psi)| <= z_{1-a/2}}`` (equivalently a likelihood-ratio test with
-``chi2_1``). Unlike a Wald interval it follows the shape of the likelihood and is invariant under
-reparametrisation.
+``chi2_1``). Unlike a Wald interval it follows the likelihood's shape, invariant to reparametrising.
 
 How it is computed, from the compiled functions of the fit (nothing is recompiled per point):
 
@@ -19,11 +18,9 @@ How it is computed, from the compiled functions of the fit (nothing is recompile
   Newton's method on the Lagrange (KKT) conditions, with ``g``, its gradient and its Hessian
   compiled once per expression.
 
-The walk steps outwards from the MLE in steps of about a quarter of the Wald half-width (doubled
-when the profile is flat) until ``|r|`` crosses the critical value, then root-finds ``r`` with
-Brent's method. A side whose profile never crosses within ``max_steps`` (or runs into the boundary
-of the support, or where the inner fits fail) is **open**: its end is reported as the support
-bound (``-inf``/``inf``, ``0`` for a positive parameter) and flagged.
+The walk steps out from the MLE by ~1/4 of the Wald half-width (doubled where flat) until ``|r|``
+crosses the critical value, then root-finds ``r`` by Brent. A side not crossing in ``max_steps``
+(boundary of the support, failed inner fits) is **open**: its end is the support bound, flagged.
 """
 
 from __future__ import annotations
@@ -46,6 +43,7 @@ from scipy import stats
 from mle_ppl._src.engine.likelihood import _compile
 from mle_ppl._src.engine.objective import Callables
 from mle_ppl._src.engine.optimize import newton
+from mle_ppl._src.engine.re_fit import settle_profile_point
 from mle_ppl._src.errors import ConvergenceWarning, MLEError, did_you_mean
 
 if TYPE_CHECKING:
@@ -179,6 +177,8 @@ class _CoordinateSolver:
         if not len(o):
             f = lik.value_and_grad(x)[0]
             return x, -f, bool(np.isfinite(f))
+        if hasattr(lik, "variance_coords"):  # mixed model: another σ may settle at 0 (re_fit)
+            return settle_profile_point(lik, x, o)
 
         def vg(z):
             xx = x.copy()
