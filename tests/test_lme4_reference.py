@@ -390,12 +390,15 @@ def test_variance_table_shows_no_wald_end_outside_the_support(tmp_path, monkeypa
     (lme4 gives no Wald intervals for SDs; its profile interval is [0, 2.9466]). Rendered at
     COLUMNS=60 with stdout not a terminal: $COLUMNS is honoured."""
     from mle_ppl._src.cli import _ui
-    from mle_ppl._src.cli.fit import variance_table
+    from mle_ppl._src.cli.fit import _residual_sds, variance_table
 
     fit = _fit("pastes", "formula", tmp_path)
     tab = fit.table()
     assert tab.loc["sd_batch", "ci_lower"] < 0  # the raw Wald interval
-    vp = list(fit.random_effects.variance_params)
+    # the residual SD is a variance component (lme4's "Residual"), not a fixed effect; found
+    # in the graph as the Normal likelihood's sigma, for the formula and the pm.Model alike
+    assert _residual_sds(fit) == ["sigma"] == _residual_sds(_fit("pastes", "pm", tmp_path))
+    vp = list(fit.random_effects.variance_params) + ["sigma"]
     monkeypatch.setenv("COLUMNS", "60")
     con = _ui.stdout_console()
     assert con.width == 60
@@ -407,6 +410,7 @@ def test_variance_table_shows_no_wald_end_outside_the_support(tmp_path, monkeypa
     assert "-0.75" not in words and "—" in words
     assert "Wald lower end outside the support [0, inf]: not shown; see --ci profile" in words
     assert "sd_batch_cask" in words and "2.90" in words  # inside its support: shown
+    assert "residual SD" in words
 
 
 # ---------------------------------------------------------------- REML (lme4's default)

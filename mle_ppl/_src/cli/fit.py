@@ -262,7 +262,9 @@ def _fit_renderables(result, head: list[str], *, ci: str, cov_type: str, groups)
     if re_ is None:
         items += [Text(""), _ui.fit_table(result, title=title, tab=tab, ci_label=ci_label)]
     else:  # mixed model: fixed effects, then the variance components in their own table
-        vp = [lab for lab in re_.variance_params if lab in tab.index]
+        # the residual SD of a Gaussian likelihood is a variance component too (lme4's
+        # "Residual"): not in the fixed-effects table
+        vp = [lab for lab in [*re_.variance_params, *_residual_sds(result)] if lab in tab.index]
         fixed_title = title.replace("Estimates", "Fixed effects" + (
             " (GLS at the REML variance components)" if result.criterion == "REML" else ""), 1)
         items += [Text(""), _ui.fit_table(result, title=fixed_title, tab=tab.drop(index=vp),
@@ -291,7 +293,8 @@ def variance_table(result, tab, *, ci_label: str = "95% Wald"):
     rows = []
     for lab, r in tab.iterrows():
         note = ("boundary (singular) fit: estimate 0, a maximum on the boundary; SE NaN, "
-                "one-sided profile interval (--ci profile)" if lab in re_.boundary else "")
+                "one-sided profile interval (--ci profile)" if lab in re_.boundary else
+                "residual SD" if lab not in re_.variance_params else "")
         lo, hi = r.ci_lower, r.ci_upper
         if ci_label.endswith("Wald"):
             # an SD's (or a correlation's) Wald interval may leave its support: such an end
@@ -305,6 +308,27 @@ def variance_table(result, tab, *, ci_label: str = "95% Wald"):
         rows.append([str(lab), Num(r.estimate, 6, 4), Num(r.std_err, 6, 3),
                      Num(lo, 6, 3), Num(hi, 6, 3), note])
     return FitTable(cols, rows, title=title)
+
+
+def _residual_sds(result) -> list[str]:
+    """Labels of free parameters that are the ``sigma`` of a Normal observed variable."""
+    lik = result.likelihood
+    model = getattr(lik, "model", None)
+    if model is None:
+        return []
+    from pytensor.tensor.elemwise import DimShuffle
+
+    free = {rv: rv.name for rv in model.free_RVs}
+    names = set()
+    for rv in model.observed_RVs:
+        if type(rv.owner.op).__name__ != "NormalRV":
+            continue
+        sigma = rv.owner.inputs[-1]
+        while sigma.owner is not None and isinstance(sigma.owner.op, DimShuffle):
+            sigma = sigma.owner.inputs[0]  # broadcast to the data: the same parameter
+        if sigma in free:
+            names.add(free[sigma])
+    return [lab for b in lik.blocks if b.name in names for lab in b.labels]
 
 
 def _support(result, label: str) -> tuple[float, float]:
