@@ -138,11 +138,23 @@ class Structure:
         P = ((P + sp.eye(layout.n_groups, format="csr")) != 0).astype(np.int8).tocsr()
         self.group_pattern = P
         # distance-2 colouring of groups (entries of one group share rows: one colour per
-        # (group colour, index within group))
-        P2 = (P @ P).tocsr()
+        # (group colour, index within group)). Groups coupled to every other group (REML's
+        # fixed effects) would force a colour per entry: their entries get a colour each, the
+        # others are coloured without them, and an entry in such a group's row is read from
+        # the dense entry's own product instead (assemble, scatter)
+        G = layout.n_groups
+        dense = np.diff(P.indptr) == G if G >= 3 else np.zeros(G, dtype=bool)
+        dense &= not dense.all()
+        keep = sp.diags((~dense).astype(np.float64))
+        Ps = (keep @ P @ keep).tocsr()
+        P2 = (Ps @ Ps).tocsr()
+        P2.eliminate_zeros()
         gcolor = _greedy_colour(P2)
         kmax = int(within.max()) + 1 if q else 1
         raw = gcolor[entry_group] * kmax + within
+        self.dense = dense[entry_group]  #: entries of groups coupled to all others
+        if self.dense.any():
+            raw[self.dense] = raw.max() + 1 + np.arange(int(self.dense.sum()))
         uniq, color = np.unique(raw, return_inverse=True)
         self.color = color  #: colour of each entry
         self.n_colors = len(uniq)
@@ -177,6 +189,9 @@ class Structure:
         out = []
         for idx, col, mask in self.buckets:
             B = HV[col[:, None, :], idx[:, :, None]] * mask
+            d = self.dense[idx]
+            if d.any():  # a dense row's entry in a shared colour is a sum: take its transpose
+                B = np.where(d[:, :, None] & ~d[:, None, :], np.swapaxes(B, 1, 2), B)
             out.append(0.5 * (B + np.swapaxes(B, 1, 2)))
         return out
 
@@ -190,7 +205,13 @@ class Structure:
             # only the pattern's entries: an off-pattern entry shares its colour with an
             # on-pattern one in the same row, and writing its 0 would overwrite that entry
             b, i, j = np.nonzero(mask)
-            M[col[b, j], idx[b, i]] = S[b, i, j]
+            v = S[b, i, j]
+            di, dj = self.dense[idx[b, i]], self.dense[idx[b, j]]
+            if di.any():  # (dense row, other column) is counted in its transpose, twice
+                ok = ~(di & ~dj)
+                v = np.where(~di & dj, 2.0 * v, v)
+                b, i, j, v = b[ok], i[ok], j[ok], v[ok]
+            M[col[b, j], idx[b, i]] = v
         return M
 
 
