@@ -452,6 +452,9 @@ def _check_reml(fit, case: str, how: str = "formula") -> None:
     ref = LME4_REML[case]
     fixed, sds = (lab[0 if how == "pm" else 1] for lab in CASES[case][3:])
     assert fit.converged and not fit.warnings and fit.criterion == "REML"
+    # lme4's "REML criterion" is -2 x the restricted log-likelihood: the screen says which
+    assert ("REML log-likelihood", f"{fit.loglik:.6g}") in fit._header()
+    assert any("lme4 prints -2 x loglik as its 'REML criterion'" in n for n in fit.notes)
     assert fit.loglik == pytest.approx(ref["loglik"], abs=1e-7)
     value, digits = PRINTED_REML[case]
     assert round(-2 * fit.loglik, digits) == pytest.approx(value, abs=10.0 ** -digits)

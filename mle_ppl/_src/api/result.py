@@ -189,7 +189,8 @@ class MLEFit(Estimate):
         return [("model", self.model_name), ("method", self.method), *crit,
                 ("converged", str(self.converged)), ("n_obs", str(self.n_obs)),
                 ("n_params", str(self.n_params)),
-                ("REML criterion" if crit else "log-likelihood", f"{self.loglik:.6g}"),
+                # the restricted log-likelihood; lme4's "REML criterion" is -2 x this
+                ("REML log-likelihood" if crit else "log-likelihood", f"{self.loglik:.6g}"),
                 ("AIC", f"{self.aic:.6g}"), ("BIC", f"{self.bic:.6g}"),
                 ("iterations", str(self.iterations)), ("grad norm", f"{self.grad_norm:.2e}")]
 

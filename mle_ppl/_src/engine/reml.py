@@ -479,7 +479,8 @@ def reml_for(model: pm.Model, roles: Roles, *, likelihood_only: bool,
     notes += (
         f"REML: {what}fixed effects {', '.join(beta)} are integrated out (flat priors); the "
         f"variance parameters maximise the restricted likelihood, and the fixed effects are "
-        "their GLS estimates at those values. loglik is the REML criterion; AIC and BIC count "
+        "their GLS estimates at those values. loglik is the restricted log-likelihood (lme4 "
+        "prints -2 x loglik as its 'REML criterion'); AIC and BIC count "
         "all parameters (lme4's convention): compare them, and likelihood-ratio tests, only "
         "between REML fits with the same fixed effects.",)
     if not roles.random:
