@@ -393,3 +393,29 @@ def test_bundled_linear_mixed_with_reml_matches_statsmodels():
     sd = fit.estimates[["sd_subject[Intercept]", "sd_subject[days]"]].to_numpy()
     np.testing.assert_allclose(sd**2, np.diag(ref.cov_re), rtol=1e-4)
     assert fit.estimates["sigma"] ** 2 == pytest.approx(ref.scale, rel=1e-4)
+
+
+def test_dense_fixed_effect_rows_are_assembled_exactly():
+    # the fixed effect mu is coupled to every group: it gets a colour of its own and the random
+    # intercepts share one; H assembled from those 2 products, and the scattered products of the
+    # log-det gradient, against H from one product per unit vector
+    from mle_ppl._src.engine.fit import objective_for
+
+    y, g = _balanced(7)
+    obj = objective_for(_one_way_model(y, g, 12), likelihood_only=False, mode="auto", reml=True)
+    inner = obj.inner
+    st = inner.structure
+    assert st.n_colors == 2 and st.dense.sum() == 1
+    z = np.concatenate([inner.x0() + 0.2, np.random.default_rng(0).normal(size=13)])
+    H = np.column_stack([-inner._hv_u(z, e) for e in np.eye(13)])
+    blocks = inner._hessian_u(z, st)
+    dense = np.zeros((13, 13))
+    for (idx, _, _), B in zip(st.buckets, blocks.blocks, strict=True):
+        for b in range(len(idx)):
+            dense[np.ix_(idx[b], idx[b])] = B[b]
+    np.testing.assert_allclose(dense, H, rtol=1e-12, atol=1e-12)
+    S = np.random.default_rng(1).normal(size=(13, 13))
+    S = S + S.T
+    M = st.scatter([np.stack([S[np.ix_(i, i)] for i in idx]) for idx, _, _ in st.buckets])
+    HV = np.array([H @ v for v in st.V])
+    assert np.sum(M * HV) == pytest.approx(np.sum(S * H), rel=1e-12)
