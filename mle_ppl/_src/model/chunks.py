@@ -16,7 +16,9 @@ chunk, and this module makes them hold:
 :class:`ParquetChunks` reads one or many Parquet files (a glob or a directory) in row batches of
 at most ``chunk_rows`` rows with pyarrow, only the columns the model uses; each file's schema is
 checked first, so a file that lacks a column or holds text where the others hold numbers is
-named in a :class:`~mle_ppl.DataError` before any fitting.
+named in a :class:`~mle_ppl.DataError` before any fitting. Numeric data entries are bound from
+Arrow into reused arrays (:mod:`.arrow_bind`), and a thread reads the next chunk while the
+caller evaluates the current one (:func:`prefetched`).
 """
 
 from __future__ import annotations
