@@ -25,26 +25,21 @@ crosses the critical value, then root-finds ``r`` by Brent. A side not crossing 
 
 from __future__ import annotations
 
-import ast
 import math
 import warnings
-import weakref
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import pytensor
-import pytensor.tensor as pt
 import scipy.optimize
 from scipy import stats
 
-from mle_ppl._src.engine.likelihood import _compile
 from mle_ppl._src.engine.objective import Callables
 from mle_ppl._src.engine.optimize import newton
 from mle_ppl._src.engine.re_fit import settle_profile_point
 from mle_ppl._src.errors import ConvergenceWarning, MLEError, did_you_mean
+from mle_ppl._src.inference.profile_expr import expression_fn, param_names
 
 if TYPE_CHECKING:
     from mle_ppl._src.engine.estimate import Estimate
@@ -148,12 +143,15 @@ class Profile:
 
 # ----------------------------------------------------------------- constrained solvers
 class _CoordinateSolver:
-    """Maximise the likelihood over all coordinates but ``i``, which is held at ``t``."""
+    """Maximise the likelihood over all coordinates but ``i``, which is held at ``t``, and those
+    held on their boundary (``held``: variance components at 0), which stay where the fit put
+    them."""
 
-    def __init__(self, lik, i: int):
+    def __init__(self, lik, i: int, held: np.ndarray):
         self.lik = lik
         self.i = i
-        self.others = np.array([j for j in range(lik.n_params) if j != i], dtype=int)
+        self.others = np.array([j for j in range(lik.n_params) if j != i and not held[j]],
+                               dtype=int)
 
     def target(self, x: np.ndarray) -> float:
         return float(x[self.i])
@@ -200,10 +198,12 @@ class _CoordinateSolver:
 
 
 class _ExpressionSolver:
-    """Maximise the likelihood subject to ``g(x) = t`` (Newton on the KKT conditions)."""
+    """Maximise the likelihood subject to ``g(x) = t`` (Newton on the KKT conditions) over the
+    coordinates not ``held`` on their boundary."""
 
-    def __init__(self, lik, fn):
+    def __init__(self, lik, fn, held: np.ndarray):
         self.lik = lik
+        self.free = np.flatnonzero(~held)
         self.fn = fn  # x -> (g, grad g, hess g)
 
     def target(self, x: np.ndarray) -> float:
@@ -211,35 +211,40 @@ class _ExpressionSolver:
 
     def initial_slope(self, x: np.ndarray, H: np.ndarray) -> np.ndarray:
         # maximising l subject to g = t: dx/dt = H^-1 a / (a' H^-1 a), a = grad g
+        fr = self.free
         _, a, _ = self.fn(x)
+        a = a[fr]
+        d = np.zeros(len(x))
         try:
-            Ha = np.linalg.solve(H, a)
+            Ha = np.linalg.solve(H[np.ix_(fr, fr)], a)
         except np.linalg.LinAlgError:
-            return a / max(a @ a, 1e-300)
-        return Ha / (a @ Ha)
+            d[fr] = a / max(a @ a, 1e-300)
+            return d
+        d[fr] = Ha / (a @ Ha)
+        return d
 
     def _kkt(self, x, lam, t):
         f, gf = self.lik.value_and_grad(x)
         c, a, _ = self.fn(x)
-        return f, np.concatenate([gf + lam * a, [c - t]])
+        return f, np.concatenate([(gf + lam * a)[self.free], [c - t]])
 
     def solve(self, t: float, guess: np.ndarray) -> tuple[np.ndarray, float, bool]:
-        lik = self.lik
+        lik, fr = self.lik, self.free
         x = np.array(guess, dtype=float)
         f, gf = lik.value_and_grad(x)
         if not np.isfinite(f):
             return x, -np.inf, False
         c, a, _ = self.fn(x)
-        lam = -float(a @ gf) / max(float(a @ a), 1e-300)
+        lam = -float(a[fr] @ gf[fr]) / max(float(a[fr] @ a[fr]), 1e-300)
         ok = False
         for _ in range(100):
             f, gf = lik.value_and_grad(x)
             c, a, Hg = self.fn(x)
-            F = np.concatenate([gf + lam * a, [c - t]])
-            K = np.zeros((len(x) + 1, len(x) + 1))
-            K[:-1, :-1] = lik.hessian(x) + lam * Hg
-            K[:-1, -1] = a
-            K[-1, :-1] = a
+            F = np.concatenate([(gf + lam * a)[fr], [c - t]])
+            K = np.zeros((len(fr) + 1, len(fr) + 1))
+            K[:-1, :-1] = (lik.hessian(x) + lam * Hg)[np.ix_(fr, fr)]
+            K[:-1, -1] = a[fr]
+            K[-1, :-1] = a[fr]
             try:
                 step = -np.linalg.solve(K, F)
             except np.linalg.LinAlgError:
@@ -251,7 +256,8 @@ class _ExpressionSolver:
                 break
             alpha = 1.0
             for _ls in range(40):
-                x_new = x + alpha * step[:-1]
+                x_new = x.copy()
+                x_new[fr] += alpha * step[:-1]
                 lam_new = lam + alpha * step[-1]
                 f_new, F_new = self._kkt(x_new, lam_new, t)
                 if np.isfinite(f_new) and np.linalg.norm(F_new) < (1 - 1e-4 * alpha) * norm0:
@@ -268,114 +274,12 @@ class _ExpressionSolver:
         return x, -float(f), bool(ok)
 
 
-# ------------------------------------------------------------------------ expressions
-_FUNCS: dict[str, Callable] = {
-    "exp": pt.exp, "log": pt.log, "log1p": pt.log1p, "expm1": pt.expm1, "sqrt": pt.sqrt,
-    "abs": pt.abs, "sigmoid": pt.sigmoid, "logit": lambda v: pt.log(v) - pt.log1p(-v),
-    "tanh": pt.tanh, "sin": pt.sin, "cos": pt.cos, "sum": pt.sum, "square": pt.square,
-}
-_BINOPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b,
-           ast.Mult: lambda a, b: a * b, ast.Div: lambda a, b: a / b,
-           ast.Pow: lambda a, b: a**b}
-
-_EXPR_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _names(lik) -> dict:
-    names = {b.name: c for b, c in zip(lik.blocks, lik._constrained, strict=True)}
-    names.update(zip(lik.deterministic_names, lik._deterministics, strict=True))
-    return names
-
-
-def _flat_constrained(lik):
-    return pt.concatenate([c.ravel() for c in lik._constrained])
-
-
-def _parse(expr: str, lik):
-    names = _names(lik)
-    labels = list(lik.labels)
-    flat = _flat_constrained(lik)
-    allowed = sorted(set(names) | set(labels))
-
-    def sub_key(node) -> str:
-        if isinstance(node, ast.Tuple):
-            return ", ".join(sub_key(e) for e in node.elts)
-        if isinstance(node, ast.Name):
-            return node.id
-        if isinstance(node, ast.Constant):
-            return str(node.value)
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-            return "-" + sub_key(node.operand)
-        raise MLEError(f"expression {expr!r}: unsupported index {ast.dump(node)}.")
-
-    def ev(node):
-        if isinstance(node, ast.Expression):
-            return ev(node.body)
-        if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-            return _BINOPS[type(node.op)](ev(node.left), ev(node.right))
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
-            v = ev(node.operand)
-            return -v if isinstance(node.op, ast.USub) else v
-        if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
-            return pt.constant(float(node.value))
-        if isinstance(node, ast.Name):
-            if node.id in names:
-                return names[node.id]
-            raise MLEError(f"expression {expr!r}: unknown name {node.id!r}; the model's "
-                           f"parameters are {allowed}.{did_you_mean(node.id, allowed)}")
-        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name):
-            label = f"{node.value.id}[{sub_key(node.slice)}]"
-            if label in labels:
-                return flat[labels.index(label)]
-            raise MLEError(f"expression {expr!r}: unknown parameter {label!r}; labels are "
-                           f"{labels}.{did_you_mean(label, labels)}")
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords:
-            if node.func.id not in _FUNCS:
-                raise MLEError(f"expression {expr!r}: function {node.func.id!r} is not allowed; "
-                               f"use one of {sorted(_FUNCS)}.")
-            return _FUNCS[node.func.id](*[ev(a) for a in node.args])
-        raise MLEError(f"expression {expr!r}: unsupported syntax ({type(node).__name__}); use "
-                       "numbers, parameter names/labels, + - * / **, and "
-                       f"{sorted(_FUNCS)}.")
-
-    try:
-        tree = ast.parse(expr, mode="eval")
-    except SyntaxError as err:
-        raise MLEError(f"expression {expr!r} is not valid: {err.msg}.") from None
-    return ev(tree)
-
-
-def _expression_fn(lik, expr):
-    cache = _EXPR_CACHE.setdefault(lik, {})
-    if expr in cache:
-        return cache[expr]
-    if callable(expr):
-        g = expr(_names(lik))
-    else:
-        g = _parse(expr, lik)
-    g = pt.as_tensor(g)
-    if g.ndim != 0:
-        g = g.squeeze() if all(s == 1 for s in g.type.shape) else None
-    if g is None:
-        raise MLEError(f"expression {expr!r} is not a scalar; profile a scalar function of the "
-                       "parameters (index a vector, e.g. beta[0]).")
-    grad = pt.grad(g, lik._x)
-    hess = pytensor.gradient.jacobian(grad, lik._x, vectorize=True,
-                                      disconnected_inputs="ignore")
-    fn0 = _compile([lik._x], [g, grad, hess], lik.mode, model=lik.model)
-
-    def fn(x):
-        c, a, h = fn0(np.asarray(x, dtype=float))
-        return float(c), np.asarray(a, dtype=float), 0.5 * (h + np.asarray(h).T)
-
-    cache[expr] = fn
-    return fn
-
-
 # ------------------------------------------------------------------------------- walk
 def _walk(fit: Estimate, solver, *, level: float, max_steps: int, step: float | None,
           t_limits: tuple[float, float], name: str):
-    """Walk both sides from the MLE; return per side (points, end t or None)."""
+    """Walk both sides from the MLE; return the points and per side the end ``t``: None when
+    open (not reached), NaN when it could not be computed (an inner fit failed; said in the
+    notes and warned)."""
     lik = fit.likelihood
     xhat = np.array(fit.x)
     ll_hat = fit.loglik
@@ -390,6 +294,9 @@ def _walk(fit: Estimate, solver, *, level: float, max_steps: int, step: float | 
                                         else 0.1 * max(1.0, abs(t_hat)))
     tol_ll = LL_RTOL * max(1.0, abs(ll_hat))
     above = []
+
+    def side(direction):
+        return "lower" if direction < 0 else "upper"
 
     def rdev(t, ll):
         d = 2 * (ll_hat - ll)
@@ -418,22 +325,27 @@ def _walk(fit: Estimate, solver, *, level: float, max_steps: int, step: float | 
             x, ll, ok = solver.solve(t, guess)
             if not ok:
                 x, ll, ok = solver.solve(t, x_prev)
+            if not ok and h > h0 * (1 + 1e-12):
+                h = max(h / 4, h0)  # a doubled step went too far for the warm start: shorten
+                continue
             if not ok:
-                notes.append(f"the inner fit failed at {name} (unconstrained) = {t:.6g}; the "
-                             f"{'lower' if direction < 0 else 'upper'} side is left open.")
+                end = math.nan
+                notes.append(f"the inner fit (the other parameters maximised with {name} fixed) "
+                             f"failed at {name} (unconstrained) = {t:.6g}, before the "
+                             f"{100 * level:g}% cut-off: the {side(direction)} end is NaN (not "
+                             "computed).")
                 break
             r = rdev(t, ll)
             points[t] = (ll, r, x)
             if abs(r) >= zc:
-                # bracket [t_prev, t]: Brent on r(t) - (+-zc), warm-started inside
-                xs = {"x": x_prev}
+                # bracket [t_prev, t]: Brent on r(t) - (+-zc), warm-started at the nearest point
                 target = direction * zc
 
-                def fr(tt, xs=xs, target=target):
-                    xx, lll, okk = solver.solve(tt, xs["x"])
+                def fr(tt, target=target):
+                    near = min(points, key=lambda p: abs(p - tt))
+                    xx, lll, okk = solver.solve(tt, points[near][2])
                     if not okk:
                         raise _InnerFail
-                    xs["x"] = xx
                     rr = rdev(tt, lll)
                     points[tt] = (lll, rr, xx)
                     return rr - target
@@ -442,9 +354,11 @@ def _walk(fit: Estimate, solver, *, level: float, max_steps: int, step: float | 
                     end = scipy.optimize.brentq(fr, t_prev, t, xtol=1e-10 * (1 + abs(t)),
                                                 rtol=1e-12)
                 except _InnerFail:
-                    end = t if abs(r - target) < abs(r_prev - target) else t_prev
-                    notes.append(f"root-finding for the {name} interval hit a failed inner fit;"
-                                 " the end is the nearest profiled point.")
+                    end = math.nan
+                    notes.append(f"root-finding for the {side(direction)} end of {name} hit a "
+                                 f"failed inner fit between {name} (unconstrained) = "
+                                 f"{min(t, t_prev):.6g} and {max(t, t_prev):.6g}: the end is NaN "
+                                 "(not computed).")
                 break
             dxdt = (x - x_prev) / abs(t - t_prev)  # secant: warm start of the next point
             if abs(r) - abs(r_prev) < zc / 8:
@@ -455,6 +369,9 @@ def _walk(fit: Estimate, solver, *, level: float, max_steps: int, step: float | 
                          f"within {max_steps} steps on the "
                          f"{'lower' if direction < 0 else 'upper'} side (flat likelihood).")
         ends[direction] = end
+    if any(e is not None and math.isnan(e) for e in ends.values()):
+        warnings.warn(f"the profile of {name}: " + " ".join(n for n in notes if "NaN" in n),
+                      ConvergenceWarning, stacklevel=4)
     if above:
         t_best, ll_best = max(above, key=lambda p: p[1])
         warnings.warn(
@@ -475,19 +392,36 @@ def _check_fit(fit: Estimate) -> None:
                        "maximum); this fit did not converge. Refit first (see fit.warnings).")
 
 
+def _held(fit: Estimate) -> np.ndarray:
+    """Coordinates held on their boundary in the inner fits: the variance components the fit
+    put at 0 (``fit.random_effects.boundary``, lme4's singular fit), and any bounded coordinate
+    at least BOUNDARY_U down without a standard error. The likelihood is flat in them there, so
+    a Newton step cannot move them; lme4 profiles a singular fit the same way."""
+    lik = fit.likelihood
+    held = np.zeros(lik.n_params, dtype=bool)
+    labels = list(fit.labels)
+    for lab in getattr(fit.random_effects, "boundary", ()) or ():
+        held[labels.index(lab)] = True
+    for b in lik.blocks:
+        if b.transform is not None:
+            for i in range(b.start, b.start + b.size):
+                held[i] |= (fit.x[i] <= -BOUNDARY_U and not np.isfinite(fit.std_errors.iloc[i]))
+    return held
+
+
 def _coordinate_profile(fit: Estimate, i: int, *, level, max_steps, step) -> Profile:
     lik = fit.likelihood
     label = lik.labels[i]
     block = next(b for b in lik.blocks if b.start <= i < b.start + b.size)
     # a bounded parameter's boundary is BOUNDARY_U from its MLE (free of the data's units: y x 1e-30
     # puts log sigma at -69); one held on its boundary (a variance component at 0, no standard
-    # error) walks up from there
-    held = (block.transform is not None and fit.x[i] <= -BOUNDARY_U
-            and not np.isfinite(fit.std_errors.iloc[i]))
-    limits = ((-BOUNDARY_U, BOUNDARY_U) if held else (-np.inf, np.inf)
+    # error) walks up from there, the others on their boundary staying there
+    held_all = _held(fit)
+    held = bool(held_all[i]) and block.transform is not None
+    limits = ((fit.x[i], BOUNDARY_U) if held else (-np.inf, np.inf)
               if block.transform is None else (fit.x[i] - BOUNDARY_U, fit.x[i] + BOUNDARY_U))
     step = 1.0 if held and step is None else step
-    solver = _CoordinateSolver(lik, i)
+    solver = _CoordinateSolver(lik, i, held_all)
     points, ends, _, notes = _walk(fit, solver, level=level, max_steps=max_steps, step=step,
                                    t_limits=limits, name=label)
     ts = np.array(sorted(points))
@@ -500,8 +434,10 @@ def _coordinate_profile(fit: Estimate, i: int, *, level, max_steps, step) -> Pro
         x[i] = t
         return float(lik.constrained_flat(x)[i])
 
-    lower = to_theta(lo_end) if lo_end is not None else block.lower
-    upper = to_theta(hi_end) if hi_end is not None else block.upper
+    def end_value(e, bound):
+        return bound if e is None else math.nan if math.isnan(e) else to_theta(e)
+
+    lower, upper = end_value(lo_end, block.lower), end_value(hi_end, block.upper)
     order = np.argsort(theta)
     se = float(fit.std_errors.iloc[i])
     return Profile(param=label, level=level, estimate=float(fit.theta[i]), std_err=se,
@@ -514,9 +450,9 @@ def _coordinate_profile(fit: Estimate, i: int, *, level, max_steps, step) -> Pro
 
 def _expression_profile(fit: Estimate, expr, *, level, max_steps, step) -> Profile:
     lik = fit.likelihood
-    fn = _expression_fn(lik, expr)
+    fn = expression_fn(lik, expr)
     name = expr if isinstance(expr, str) else getattr(expr, "__name__", "expression")
-    solver = _ExpressionSolver(lik, fn)
+    solver = _ExpressionSolver(lik, fn, _held(fit))
     points, ends, se_t, notes = _walk(fit, solver, level=level, max_steps=max_steps, step=step,
                                       t_limits=(-np.inf, np.inf), name=name)
     ts = np.array(sorted(points))
@@ -571,7 +507,8 @@ def profile(fit: Estimate, param, *, level: float = 0.95, max_steps: int = 40,
     if isinstance(param, str) and param in labels:
         return _coordinate_profile(fit, labels.index(param), level=level, max_steps=max_steps,
                                    step=step)
-    if isinstance(param, str) and param.isidentifier() and param not in _names(fit.likelihood):
+    if (isinstance(param, str) and param.isidentifier()
+            and param not in param_names(fit.likelihood)):
         raise MLEError(f"{param!r} is not a parameter of the model; labels are {labels}."
                        f"{did_you_mean(param, labels)}")
     return _expression_profile(fit, param, level=level, max_steps=max_steps, step=step)
