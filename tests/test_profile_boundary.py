@@ -89,6 +89,9 @@ def test_poisson_glmm_boundary_fit_fixed_effects_have_the_glm_profile_intervals(
         # 1e-6: both sides root-find to 1e-10 and fit to ~1e-12 in log-likelihood; the Laplace
         # marginal at σ_u = e^-50 equals the GLM likelihood to rounding
         np.testing.assert_allclose(prof.interval, _glm_profile_ends(y, x, j), atol=1e-6)
+    # expressions are compiled over the in-memory likelihood only: refused by name, not a crash
+    with pytest.raises(mle_ppl.MLEError, match="not available for LaplaceMarginal.*'a'"):
+        fit.profile("exp(a)")
 
 
 @pytest.mark.slow  # ~20 s: the failing inner fits run to their iteration limit

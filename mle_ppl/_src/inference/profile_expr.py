@@ -95,6 +95,12 @@ def _parse(expr: str, lik):
 
 
 def expression_fn(lik, expr):
+    if not hasattr(lik, "_x"):
+        raise MLEError(f"profiles of expressions such as {expr!r} are not available for "
+                       f"{type(lik).__name__} objectives (mixed models, streamed data) yet: "
+                       "only the in-memory likelihood compiles them. Profile a parameter label "
+                       f"instead (e.g. fit.profile({lik.labels[0]!r})); the interval of a "
+                       "monotone function of one parameter is that function of its interval.")
     cache = _EXPR_CACHE.setdefault(lik, {})
     if expr in cache:
         return cache[expr]
