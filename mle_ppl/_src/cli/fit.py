@@ -286,8 +286,8 @@ def variance_table(result, tab, *, ci_label: str = "95% Wald"):
         var = lab.split("[", 1)[0]
         counts[var] = counts.get(var, 0) + 1
     effects = ", ".join(f"{v} ({counts.get(v, 0)} modes)" for v in re_.names)
-    title = (f"Variance components of the random effects {effects}, integrated out "
-             f"({re_.method}); modes in fit.random_effects and --json")
+    title = (f"Variance components of the random effects {effects}, integrated out by "
+             f"{re_.method}; modes in fit.random_effects and --json")
     cols = [Col("parameter", "label"), Col("estimate"), Col("std. error"),
             Col(f"{ci_label} lower"), Col(f"{ci_label} upper"), Col("note", "text")]
     rows = []
