@@ -20,7 +20,7 @@ from scipy import optimize, stats
 import mle_ppl
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_glmm_quadrature import _model  # noqa: E402
+from test_glmm_quadrature import _laplace_ref, _model  # noqa: E402
 from test_random_effects import _intercept_data, _intercept_model  # noqa: E402
 
 Z95 = stats.norm.ppf(0.975)
@@ -89,6 +89,23 @@ def test_poisson_glmm_boundary_fit_fixed_effects_have_the_glm_profile_intervals(
         # 1e-6: both sides root-find to 1e-10 and fit to ~1e-12 in log-likelihood; the Laplace
         # marginal at σ_u = e^-50 equals the GLM likelihood to rounding
         np.testing.assert_allclose(prof.interval, _glm_profile_ends(y, x, j), atol=1e-6)
+    # σ_u walks up from its boundary: one-sided [0, upper]. Reference: the NumPy Laplace
+    # marginal of test_glmm_quadrature (per-group Newton, analytic derivatives), (a, b)
+    # re-maximised by SciPy at each σ_u, the end root-found by brentq
+    ll_hat = sm.GLM(y, sm.add_constant(x), family=sm.families.Poisson()).fit(tol=1e-13).llf
+
+    def r2(sd):
+        res = optimize.minimize(lambda ab: -_laplace_ref("poisson", [*ab, sd], y, x, g, G),
+                                fit.estimates[["a", "b"]].to_numpy(), method="BFGS",
+                                options={"gtol": 1e-9})
+        return 2 * (ll_hat + res.fun) - Z95**2
+
+    upper = optimize.brentq(r2, 0.05, 2.0, xtol=1e-10)
+    prof = fit.profile("sd_u")
+    assert prof.lower == 0.0 and prof.open_lower and not prof.open_upper
+    # 1e-6: BFGS on two coordinates reaches the inner maximum to ~1e-12 in log-likelihood, which
+    # moves the end by ~1e-11 (the slope of r² there is O(10))
+    assert prof.upper == pytest.approx(upper, abs=1e-6)
     # expressions are compiled over the in-memory likelihood only: refused by name, not a crash
     with pytest.raises(mle_ppl.MLEError, match="not available for LaplaceMarginal.*'a'"):
         fit.profile("exp(a)")

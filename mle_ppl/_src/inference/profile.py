@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 #: is at its boundary (log scale: a factor e^30); also the level below which a coordinate without a
 #: standard error is taken as held on its boundary (a variance component at 0).
 BOUNDARY_U = 30.0
+#: Largest step (unconstrained scale) of the walk up from a coordinate held on its boundary.
+HELD_STEP_MAX = 4.0
 #: Relative tolerance on the log-likelihood: a profile point above the MLE by more than this
 #: means the fit was not at the maximum.
 LL_RTOL = 1e-7
@@ -276,7 +278,7 @@ class _ExpressionSolver:
 
 # ------------------------------------------------------------------------------- walk
 def _walk(fit: Estimate, solver, *, level: float, max_steps: int, step: float | None,
-          t_limits: tuple[float, float], name: str):
+          t_limits: tuple[float, float], name: str, h_max: float = math.inf):
     """Walk both sides from the MLE; return the points and per side the end ``t``: None when
     open (not reached), NaN when it could not be computed (an inner fit failed; said in the
     notes and warned)."""
@@ -362,7 +364,7 @@ def _walk(fit: Estimate, solver, *, level: float, max_steps: int, step: float | 
                 break
             dxdt = (x - x_prev) / abs(t - t_prev)  # secant: warm start of the next point
             if abs(r) - abs(r_prev) < zc / 8:
-                h *= 2  # slow progress: the profile is flat, take bigger steps
+                h = min(2 * h, h_max)  # slow progress: the profile is flat, take bigger steps
             t_prev, x_prev, r_prev = t, x, r
         else:
             notes.append(f"the profile of {name} does not cross the {100 * level:g}% cut-off "
@@ -421,9 +423,12 @@ def _coordinate_profile(fit: Estimate, i: int, *, level, max_steps, step) -> Pro
     limits = ((fit.x[i], BOUNDARY_U) if held else (-np.inf, np.inf)
               if block.transform is None else (fit.x[i] - BOUNDARY_U, fit.x[i] + BOUNDARY_U))
     step = 1.0 if held and step is None else step
+    # from the boundary the walk doubles its step across the flat part; at most a factor e^4 a
+    # step, so that it does not leap to σ ~ e^13, where the inner fits are slow or fail
+    h_max = HELD_STEP_MAX if held else math.inf
     solver = _CoordinateSolver(lik, i, held_all)
     points, ends, _, notes = _walk(fit, solver, level=level, max_steps=max_steps, step=step,
-                                   t_limits=limits, name=label)
+                                   t_limits=limits, name=label, h_max=h_max)
     ts = np.array(sorted(points))
     theta = np.array([lik.constrained_flat(points[t][2])[i] for t in ts])
     increasing = theta[-1] >= theta[0]
