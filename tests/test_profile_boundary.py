@@ -129,3 +129,21 @@ def test_failed_inner_fit_gives_nan_with_a_warning_not_an_open_end():
     assert np.isnan(prof.lower) and np.isnan(prof.upper)
     assert not (prof.open_lower or prof.open_upper)
     assert "NaN (not computed)" in " ".join(prof.notes)
+
+
+@pytest.mark.slow  # ~20 s: a mixed-model fit from a model file and one profile
+def test_dyestuff2_boundary_fit_intercept_profile_is_the_mean_profile(tmp_path):
+    # lme4's Dyestuff2 from a model file's formula: a singular fit (lme4 agrees, see
+    # test_lme4_reference), after which the model is y ~ 1, whose intercept profile (σ profiled
+    # out) is closed-form: ȳ ± sqrt(RSS (exp(z²/n) - 1) / n)
+    from test_lme4_reference import _formula_model, _read
+
+    df = _read("Dyestuff2")
+    fit = mle_ppl.fit(_formula_model("Yield ~ 1 + (1 | Batch)", df, tmp_path))
+    assert fit.random_effects.boundary == ("sd_Batch",)
+    y = df.Yield.to_numpy()
+    n = len(y)
+    half = np.sqrt(((y - y.mean()) ** 2).sum() * np.expm1(Z95**2 / n) / n)
+    prof = fit.profile("beta[Intercept]")
+    # 1e-6: root-finding to ~1e-10 in the coordinate; the inner fit converges to ~1e-8 of an SE
+    np.testing.assert_allclose(prof.interval, (y.mean() - half, y.mean() + half), atol=1e-6)
