@@ -288,7 +288,9 @@ class CachedLikelihood(Likelihood):
     def _build_model(self) -> None:
         """The PyMC model and graph, from the file and the bound data (imports PyMC)."""
         spec = self._spec_view.loaded()
-        model = spec.model_for_bound(self._bound)
+        # a model of its own (not the spec's per-structure cache, which a later model_for call
+        # would re-bind to other data): this objective's snapshot stays its fit's data
+        model, _ = spec._build_pm(self._bound, priors=None)
         self.__dict__["model"] = model
         self.__dict__["_point"] = model.initial_point()
         deterministic = self.deterministic_names
