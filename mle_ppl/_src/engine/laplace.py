@@ -9,18 +9,23 @@ Laplace-approximate marginal log-likelihood
 (exact for a Gaussian linear mixed model). It implements the objective protocol
 (:mod:`~mle_ppl._src.engine.objective`), so the optimizers see no difference.
 
-- **Inner Newton** on u with the exact Hessian, warm-started from the last inner optimum (as
-  TMB does). ``H`` is assembled from one Hessian-vector product per colour of its sparsity
-  pattern and factorised block by block (:mod:`~mle_ppl._src.engine.re_structure`).
+- **Inner Newton** on u with the exact Hessian. ``H`` is assembled from one Hessian-vector
+  product per colour of its sparsity pattern and factorised block by block
+  (:mod:`~mle_ppl._src.engine.re_structure`); one compiled call gives the value, the gradient
+  and a product (:mod:`~mle_ppl._src.engine.laplace_graph`), so a random intercept costs one
+  call per Newton iteration. Started from the last inner optimum moved along ``dû/dθ`` when
+  that is known (TMB starts from the last optimum).
 - **Exact gradient**: ``df/dθ = -∂L/∂θ + ∂T/∂θ + L_θu H⁻¹ ∂T/∂u`` with
   ``T(θ, u) = ½ Σ_ab S_ab H_ab(θ, u)`` for the fixed matrix ``S = H⁻¹`` (its derivative is that
   of ``½ log det H``), the last term from the implicit-function theorem (``dû/dθ = H⁻¹ L_uθ``).
-  ``∇T`` is one third-order product per colour, compiled by PyTensor.
-- **Hessian** of f (standard errors, Newton): central differences of the exact gradient.
+  ``∇T`` is one third-order product per colour.
+- **Hessian** of f (standard errors, Newton): central differences of the exact gradient; each
+  displaced inner Newton starts at ``û + h dû/dθ_j``, a second-order accurate guess, so it needs
+  one step and the final check.
 
-All PyTensor functions (the joint log-density and its gradient, the Hessian-vector and the
-third-order products, per-term log-densities) are compiled once per model; new data of the same
-shapes re-uses them (only the sparsity structure is probed again).
+The compiled functions are made once per model on first use; new data of the same shapes re-use
+them (only the sparsity structure is probed again). Everything runs with one BLAS thread
+(:mod:`~mle_ppl._src.engine.threads`): the work is many small matrix operations.
 """
 
 from __future__ import annotations
@@ -28,18 +33,14 @@ from __future__ import annotations
 import math
 import weakref
 from collections import OrderedDict
-from functools import cached_property
 
 import numpy as np
 import pymc as pm
-import pytensor
-import pytensor.tensor as pt
-from pymc.pytensorf import join_nonshared_inputs
 
+from mle_ppl._src.engine.laplace_graph import Graphs
 from mle_ppl._src.engine.likelihood import (
     DEFAULT_MODE,
     DISCRETE_OUTCOME_OPS,
-    _compile,
     _labels,
     _support,
     resolve_mode,
@@ -48,6 +49,7 @@ from mle_ppl._src.engine.likelihood import (
 from mle_ppl._src.engine.objective import NotAvailable, ParamBlock
 from mle_ppl._src.engine.random_effects import Roles, _params
 from mle_ppl._src.engine.re_structure import Blocks, Layout, Structure, incidence
+from mle_ppl._src.engine.threads import blas_threads
 from mle_ppl._src.errors import ConvergenceWarning
 
 #: Inner Newton stops when the Newton decrement ``½ g'H⁻¹g`` is below this times ``max(1, |L|)``
@@ -56,6 +58,8 @@ INNER_TOL = 1e-22
 INNER_MAX_ITER = 100
 #: Relative step of the central differences of the gradient that give the Hessian of f.
 FD_STEP = 1e-4
+#: A start predicted along ``dû/dθ`` is used for parameter moves up to this (sup norm).
+PREDICT_MAX = 2.0
 
 
 class _State:
@@ -113,12 +117,18 @@ class LaplaceMarginal:
         self.variance_coords = self._variance_coords()
         self._states: OrderedDict = OrderedDict()
         self._u_warm = self._u0()
+        self._predict = None  # (x, û(x), dû/dx) from the last Hessian: predicted starts
+        self._quad = (None, None)  # (x bytes, (∂²L_quad/∂u²) V) for the current x
         self._structure_key = None
         self._structure = None
         self.inner_failures = 0
-        self._build_graph()
+        self.graphs = Graphs(model, self._theta_rvs, self._u_rvs, point, self.mode,
+                             with_jacobian=bool(self.bounded.any()))
+        g = self.graphs
+        # (names of earlier versions, for code written against them)
+        self._z, self._L, self._has_quad = g.z, g.L, g.has_quad
+        self.deterministic_names = g.deterministic_names
 
-    # ------------------------------------------------------------------ graph
     def _variance_coords(self) -> np.ndarray:
         """Flat coordinates of the parameters of the random effects' distributions."""
         from pytensor.graph.traversal import ancestors
@@ -135,184 +145,37 @@ class LaplaceMarginal:
                 for rv in self._u_rvs]
         return np.concatenate(vals) if vals else np.zeros(0)
 
-    def _gaussian_priors(self) -> list:
-        """Random effects with a Normal/MvNormal density whose parameters involve no other
-        random effect: their log-density is quadratic in u, with a Hessian free of u."""
-        from pytensor.graph.traversal import ancestors
-
-        us = set(self._u_rvs)
-        out = []
-        for rv in self._u_rvs:
-            if (type(rv.owner.op).__name__ in ("NormalRV", "MvNormalRV")
-                    and self.model.rvs_to_transforms.get(rv) is None
-                    and not us & set(ancestors(_params(rv)))):
-                out.append(rv)
-        return out
-
-    def _build_graph(self) -> None:
-        model = self.model
-        obs = model.logp(vars=model.observed_RVs, jacobian=False, sum=False)
-        gauss = self._gaussian_priors()
-        other = [rv for rv in self._u_rvs if rv not in gauss]
-        prior_u = model.logp(vars=self._u_rvs, jacobian=True, sum=False)
-        prior_u = [_mvnormal_logp(model, rv) if rv in gauss else t
-                   for rv, t in zip(self._u_rvs, prior_u, strict=True)]
-        prior_u = [t if t is not None else pt0
-                   for t, pt0 in zip(prior_u, model.logp(vars=self._u_rvs, jacobian=True,
-                                                          sum=False), strict=True)]
-        by_rv = dict(zip(self._u_rvs, prior_u, strict=True))
-        main = pt.add(*[pt.sum(t) for t in obs + [by_rv[rv] for rv in other]])
-        quad = pt.add(*[pt.sum(by_rv[rv]) for rv in gauss]) if gauss else pt.constant(0.0)
-
-        def rows(t):
-            return t.reshape((t.shape[0], -1)).sum(axis=1) if t.ndim >= 1 else t.reshape((1,))
-
-        terms = pt.concatenate([rows(t) for t in obs + prior_u])
-        constrained = model.replace_rvs_by_values(self._theta_rvs)
-        u_constrained = model.replace_rvs_by_values(self._u_rvs)
-        dets = model.replace_rvs_by_values(model.deterministics)
-        self.deterministic_names = tuple(d.name for d in model.deterministics)
-        values = [model.rvs_to_values[rv] for rv in self._theta_rvs + self._u_rvs]
-        outputs = [main, quad, terms, *obs, *constrained, *u_constrained, *dets]
-        outputs, z = join_nonshared_inputs(self._point, outputs, values)
-        self._z = z
-        self._L_main, self._L_quad = outputs[0], outputs[1]
-        self._has_quad = bool(gauss)
-        self._L = self._L_main + self._L_quad
-        self._terms = outputs[2]
-        k, m, r = len(obs), len(constrained), len(u_constrained)
-        self._obs = outputs[3:3 + k]
-        self._constrained = outputs[3 + k:3 + k + m]
-        self._u_constrained = outputs[3 + k + m:3 + k + m + r]
-        self._deterministics = outputs[3 + k + m + r:]
-
-    def _fn(self, inputs, outputs):
-        return _compile(inputs, outputs, self.mode, model=self.model)
-
-    @cached_property
+    # ---------------------------------------------- compiled functions (see laplace_graph)
+    @property
     def _fn_vg(self):
-        return self._fn([self._z], [self._L, pt.grad(self._L, self._z)])
+        """``z -> [L, ∇L]`` (compiled on first use; the objective itself uses ``main``)."""
+        return self.graphs.vg
 
-    @cached_property
-    def _fn_quad_grad(self):
-        """Gradient of the Gaussian random effects' log-density (quadratic in u)."""
-        return self._fn([self._z], pt.grad(self._L_quad, self._z,
-                                           disconnected_inputs="ignore"))
-
-    @cached_property
-    def _hv_graph(self):
-        v = pt.vector("v", dtype=self._z.dtype)
-        gz = pt.grad(self._L_main, self._z)
-        return v, pt.grad(pt.sum(gz * v), self._z)
-
-    @cached_property
-    def _fn_hv(self):
-        v, hv = self._hv_graph
-        return self._fn([self._z, v], hv)
-
-    @cached_property
-    def _fn_third(self):
-        v, hv = self._hv_graph
-        m = pt.vector("m", dtype=self._z.dtype)
-        return self._fn([self._z, v, m], pt.grad(pt.sum(hv * m), self._z))
-
-    # Products with the Hessian of L = L_main + L_quad. L_quad is quadratic in u, so its
-    # second derivatives in u are exact differences of its gradient (no higher-order graph
-    # through the MvNormal's Cholesky factor, whose third derivative PyTensor builds slowly).
-    def _qgrad(self, x, u):
-        return self._fn_quad_grad(np.concatenate([x, u]))
-
-    def _hv_u(self, z, vu):
-        """``(d²L/du²) vu``."""
-        p = self.n_params
-        v = np.zeros(len(z))
-        v[p:] = vu
-        out = self._fn_hv(z, v)[p:]
-        if self._has_quad:
-            x = z[:p]
-            out = out + self._qgrad(x, vu)[p:] - self._qgrad(x, 0 * vu)[p:]
-        return out
-
-    def _mixed_theta(self, z, w):
-        """``(d²L/dx du) w``."""
-        p = self.n_params
-        v = np.zeros(len(z))
-        v[p:] = w
-        out = self._fn_hv(z, v)[:p]
-        if self._has_quad:
-            x, u = z[:p], z[p:]
-            out = out + 0.5 * (self._qgrad(x, u + w)[:p] - self._qgrad(x, u - w)[:p])
-        return out
-
-    def _mixed_u(self, z, j):
-        """``(d²L/du dx_j)``: exact for the main part, central differences for L_quad."""
-        p = self.n_params
-        v = np.zeros(len(z))
-        v[j] = 1.0
-        out = self._fn_hv(z, v)[p:]
-        if self._has_quad:
-            x, u = z[:p].copy(), z[p:]
-            h = FD_STEP * max(1.0, abs(x[j]))
-            xp, xm = x.copy(), x.copy()
-            xp[j] += h
-            xm[j] -= h
-            out = out + (self._qgrad(xp, u)[p:] - self._qgrad(xm, u)[p:]) / (2 * h)
-        return out
-
-    def _grad_T(self, z, V, M):
-        """Gradient of ``T = ½ Σ_c M[c]·(H V[c])`` (``H = -d²L/du²``) in ``z``."""
-        p = self.n_params
-        gT = np.zeros(len(z))
-        v = np.zeros(len(z))
-        m = np.zeros(len(z))
-        for c in range(len(V)):
-            v[p:] = V[c]
-            m[p:] = M[c]
-            gT += self._fn_third(z, v, m)
-        if self._has_quad:
-            # M·(d²L_quad/du²) V = [L(aM + V) - L(aM) - L(V) + L(0)] / a (exact: quadratic)
-            x = z[:p]
-            zero = np.zeros(len(z) - p)
-            g0 = self._qgrad(x, zero)[:p]
-            for c in range(len(V)):
-                nm = np.linalg.norm(M[c])
-                if nm == 0:
-                    continue
-                a = np.linalg.norm(V[c]) / nm
-                gT[:p] += (self._qgrad(x, a * M[c] + V[c])[:p] - self._qgrad(x, a * M[c])[:p]
-                           - self._qgrad(x, V[c])[:p] + g0) / a
-        return -0.5 * gT
-
-    @cached_property
+    @property
     def _fn_terms(self):
-        return self._fn([self._z], self._terms)
+        """``z -> per-term log-density`` (concatenated)."""
+        return self.graphs.terms
 
-    @cached_property
+    @property
     def _fn_pointwise(self):
-        return self._fn([self._z], self._obs)
+        """``z -> [per-observation log-likelihood of each observed variable]``."""
+        return self.graphs.pointwise
 
-    @cached_property
+    @property
     def _fn_constrained(self):
-        outs = self._constrained + self._u_constrained + self._deterministics
-        if any(b.transform for b in self.blocks):
-            flat = pt.concatenate([c.ravel() for c in self._constrained])
-            outs = outs + [pytensor.gradient.jacobian(flat, self._z, vectorize=True,
-                                                      disconnected_inputs="ignore")]
-        return self._fn([self._z], outs)
+        """``z -> [*values, *modes, *deterministics(, dθ/dz)]``."""
+        return self.graphs.constrained
 
     def compile_all(self) -> None:
         """Compile the functions a fit needs, so that timing excludes it."""
-        self._fn_vg, self._fn_hv, self._fn_third, self._fn_terms, self._fn_quad_grad  # noqa: B018
+        g = self.graphs
+        g.main, g.third, g.rows  # noqa: B018
+        if g.has_quad:
+            g.qbatch  # noqa: B018
 
-    @cached_property
+    @property
     def shared_inputs(self) -> tuple:
-        from pytensor.compile.sharedvalue import SharedVariable
-        from pytensor.graph.traversal import graph_inputs
-        from pytensor.tensor.type import TensorType
-
-        outs = [self._L, self._terms, *self._constrained, *self._deterministics]
-        return tuple(v for v in graph_inputs(outs)
-                     if isinstance(v, SharedVariable) and isinstance(v.type, TensorType))
+        return self.graphs.shared_inputs()
 
     def snapshot(self) -> tuple:
         return tuple((v, v.get_value(borrow=True)) for v in self.shared_inputs)
@@ -326,13 +189,15 @@ class LaplaceMarginal:
             x = self.x0()
 
             def terms(u):
-                return self._fn_terms(np.concatenate([x, u]))
+                return self.graphs.terms(np.concatenate([x, u]))
 
             Z = incidence(terms, self._u0(), self.u_layout, np.random.default_rng(0))
             self._structure = Structure(Z, self.u_layout)
             self._structure_key = key
             self._states.clear()
             self._u_warm = self._u0()
+            self._predict = None
+            self._quad = (None, None)
         return self._structure
 
     # ------------------------------------------------------------ evaluation
@@ -340,29 +205,60 @@ class LaplaceMarginal:
         vals = [np.asarray(self._point[b.value_name], dtype=float).ravel() for b in self.blocks]
         return np.concatenate(vals) if vals else np.zeros(0)
 
-    def _hessian_u(self, z, st: Structure) -> Blocks:
+    def _pad(self, z, vu) -> np.ndarray:
+        v = np.zeros(len(z))
+        v[self.n_params:] = vu
+        return v
+
+    def _quad_hv(self, x, st: Structure) -> np.ndarray:
+        """``-(∂²L_quad/∂u²) V[c]`` per colour, once per x (free of u)."""
+        key = x.tobytes()
+        if self._quad[0] != key:
+            self._quad = (key, -self.graphs.quad_hess_u(x, st.V))
+        return self._quad[1]
+
+    def _hessian_u(self, z, st: Structure, hv0=None) -> Blocks:
+        """``H = -∂²L/∂u²`` at z, by blocks; ``hv0`` is the product along colour 0 if known."""
+        p = self.n_params
         HV = np.empty_like(st.V)
         for c in range(st.n_colors):
-            HV[c] = -self._hv_u(z, st.V[c])
+            hv = hv0 if c == 0 and hv0 is not None else self.graphs.main(
+                z, self._pad(z, st.V[c]))[2]
+            HV[c] = -hv[p:]
+        if self.graphs.has_quad:
+            HV += self._quad_hv(z[:p], st)
         return Blocks(st, st.assemble(HV))
 
-    def _inner(self, x: np.ndarray) -> _State:
+    def _inner(self, x: np.ndarray, start: np.ndarray | None = None, *,
+               store: bool = True) -> _State:
+        """The inner optimum for ``x`` (cached for the last few x). ``start``: a guess of û."""
         x = np.asarray(x, dtype=float)
         key = x.tobytes()
         st_ = self.structure
         if key in self._states:
             self._states.move_to_end(key)
             return self._states[key]
-        state = self._newton(x, self._u_warm, st_)
-        if not state.ok and not np.array_equal(self._u_warm, self._u0()):
-            state = self._newton(x, self._u0(), st_)
+        if start is None and self._predict is not None:
+            xr, ur, D = self._predict
+            if np.max(np.abs(x - xr), initial=0.0) <= PREDICT_MAX:
+                start = ur + D @ (x - xr)
+        tried = []
+        state = None
+        for u0 in (start, self._u_warm, self._u0()):
+            if u0 is None or any(np.array_equal(u0, t) for t in tried):
+                continue
+            tried.append(u0)
+            state = self._newton(x, u0, st_)
+            if state.ok:
+                break
         if state.ok:
             self._u_warm = state.u.copy()
         else:
             self.inner_failures += 1
-        self._states[key] = state
-        if len(self._states) > 8:
-            self._states.popitem(last=False)
+        if store:
+            self._states[key] = state
+            if len(self._states) > 8:
+                self._states.popitem(last=False)
         return state
 
     def _newton(self, x, u0, st: Structure) -> _State:
@@ -375,7 +271,8 @@ class LaplaceMarginal:
         z = np.concatenate([x, u0])
         s = _State()
         s.x, s.grad, s.ok, s.blocks = x, None, False, None
-        L, gz = self._fn_vg(z)
+        v0 = self._pad(z, st.V[0])
+        L, gz, hv0 = self.graphs.main(z, v0)
         L = float(L)
         prev = np.inf
         it = 0
@@ -383,7 +280,7 @@ class LaplaceMarginal:
             if not np.isfinite(L):
                 break
             g = -gz[p:]
-            blocks = self._hessian_u(z, st)
+            blocks = self._hessian_u(z, st, hv0)
             step = -blocks.solve(g)
             dec = -0.5 * float(g @ step)
             s.blocks = blocks
@@ -397,14 +294,14 @@ class LaplaceMarginal:
             for _ in range(40):
                 zc = z.copy()
                 zc[p:] += alpha * step
-                Lc, gc = self._fn_vg(zc)
+                Lc, gc, hc = self.graphs.main(zc, v0)
                 Lc = float(Lc)
                 if np.isfinite(Lc) and -Lc <= -L + 1e-4 * alpha * float(g @ step) + noise:
                     break
                 alpha *= 0.5
             else:
                 break
-            z, L, gz = zc, Lc, gc
+            z, L, gz, hv0 = zc, Lc, gc, hc
         s.u, s.L, s.gz, s.iters = z[p:].copy(), L, np.asarray(gz), it
         q = self.u_layout.size
         if s.ok:
@@ -413,12 +310,16 @@ class LaplaceMarginal:
             s.f = np.nan
         return s
 
+    @blas_threads
     def value(self, x: np.ndarray) -> float:
         f = self._inner(x).f
         return float(f) if np.isfinite(f) else np.inf
 
+    @blas_threads
     def value_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        s = self._inner(x)
+        return self._value_and_grad(self._inner(x))
+
+    def _value_and_grad(self, s: _State) -> tuple[float, np.ndarray]:
         if not s.ok or not np.isfinite(s.f):
             return np.inf, np.full(self.n_params, np.nan)
         if s.grad is None:
@@ -429,24 +330,66 @@ class LaplaceMarginal:
         st = self.structure
         p = self.n_params
         z = np.concatenate([s.x, s.u])
-        gT = self._grad_T(z, st.V, st.scatter(s.blocks.inverse()))
+        gT = self.graphs.third_sum(z, st.V, st.scatter(s.blocks.inverse()))
         w = s.blocks.solve(gT[p:])
         return -s.gz[:p] + gT[:p] + self._mixed_theta(z, w)
 
-    def hessian(self, x: np.ndarray) -> np.ndarray:
-        """Central differences of the exact gradient (step ``FD_STEP * max(1, |x_j|)``)."""
-        x = np.asarray(x, dtype=float)
+    def _mixed_theta(self, z, w):
+        """``(d²L/dx du) w``."""
         p = self.n_params
-        H = np.empty((p, p))
-        for j in range(p):
+        out = self.graphs.main(z, self._pad(z, w))[2][:p]
+        if self.graphs.has_quad:  # exact: L_quad's gradient is affine in u
+            u = z[p:]
+            out = out + self.graphs.quad_batch(z[:p], np.stack([u + w, u - w]),
+                                               np.array([0.5, -0.5]))[0][:p]
+        return out
+
+    def _mixed_u(self, z, j):
+        """``(d²L/du dx_j)``: exact for the main part, central differences for L_quad."""
+        p = self.n_params
+        v = np.zeros(len(z))
+        v[j] = 1.0
+        out = self.graphs.main(z, v)[2][p:]
+        if self.graphs.has_quad:
+            x, u = z[:p].copy(), z[p:]
             h = FD_STEP * max(1.0, abs(x[j]))
             xp, xm = x.copy(), x.copy()
             xp[j] += h
             xm[j] -= h
-            gp = self.value_and_grad(xp)[1]
-            gm = self.value_and_grad(xm)[1]
-            H[:, j] = (gp - gm) / (2 * h)
-        self.value_and_grad(x)  # the warm start returns to x
+            one = np.ones(1)
+            out = out + (self.graphs.quad_batch(xp, u[None], one)[1][0]
+                         - self.graphs.quad_batch(xm, u[None], one)[1][0]) / (2 * h)
+        return out
+
+    def _dudx(self, s: _State) -> np.ndarray:
+        """``dû/dx = H⁻¹ L_ux`` at the inner optimum ``s`` (q x p)."""
+        z = np.concatenate([s.x, s.u])
+        D = np.empty((self.u_layout.size, self.n_params))
+        for j in range(self.n_params):
+            D[:, j] = s.blocks.solve(self._mixed_u(z, j))
+        return D
+
+    @blas_threads
+    def hessian(self, x: np.ndarray) -> np.ndarray:
+        """Central differences of the exact gradient (step ``FD_STEP * max(1, |x_j|)``); each
+        displaced inner Newton starts at ``û(x) ± h dû/dx_j``."""
+        x = np.asarray(x, dtype=float)
+        p = self.n_params
+        s0 = self._inner(x)
+        D = self._dudx(s0) if s0.ok else None
+        H = np.empty((p, p))
+        for j in range(p):
+            h = FD_STEP * max(1.0, abs(x[j]))
+            cols = []
+            for sign in (1.0, -1.0):
+                xs = x.copy()
+                xs[j] += sign * h
+                start = None if D is None else s0.u + sign * h * D[:, j]
+                cols.append(self._value_and_grad(self._inner(xs, start, store=False))[1])
+            H[:, j] = (cols[0] - cols[1]) / (2 * h)
+        if s0.ok:  # the warm start returns to x; later steps from x start along dû/dx
+            self._u_warm = s0.u.copy()
+            self._predict = (x.copy(), s0.u.copy(), D)
         return 0.5 * (H + H.T)
 
     # ------------------------------------------------------------- protocol
@@ -456,21 +399,22 @@ class LaplaceMarginal:
 
     def count_obs(self, x: np.ndarray | None = None) -> int:
         total = 0
-        for t in self._fn_pointwise(np.concatenate([self.x0(), self._u0()])):
-            t = np.asarray(t)
+        for t in self.graphs.pointwise(np.concatenate([self.x0(), self._u0()])):
             total += int(t.shape[0]) if t.ndim else 1
         return total
 
+    @blas_threads
     def pointwise(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Per-observation log-likelihood *conditional on the modes* û(θ) (not marginal)."""
         s = self._inner(x)
-        out = self._fn_pointwise(np.concatenate([s.x, s.u]))
-        return {n: np.asarray(v) for n, v in zip(self.observed_names, out, strict=True)}
+        out = self.graphs.pointwise(np.concatenate([s.x, s.u]))
+        return dict(zip(self.observed_names, out, strict=True))
 
     def scores(self, x: np.ndarray) -> np.ndarray:
         raise NotAvailable("per-row scores do not exist for a marginal likelihood with random "
                            "effects (rows in one group are not independent).")
 
+    @blas_threads
     def constrained_and_jacobian(self, x):
         s = self._inner(x)
         out = list(self._fn_constrained(np.concatenate([s.x, s.u])))
@@ -500,20 +444,21 @@ class LaplaceMarginal:
         return self.current_observed()
 
     def current_observed(self) -> dict[str, np.ndarray]:
-        return {rv.name: np.asarray(self.model.rvs_to_values[rv].eval())
-                for rv in self.model.observed_RVs}
+        out = {}
+        for rv in self.model.observed_RVs:
+            value = self.model.rvs_to_values[rv]
+            out[rv.name] = np.asarray(value.data if hasattr(value, "data")
+                                      else value.get_value() if hasattr(value, "get_value")
+                                      else value.eval())
+        return out
 
     # ------------------------------------------------------------ after the fit
+    @blas_threads
     def mixed_partials(self, x: np.ndarray) -> np.ndarray:
         """``dû/dx = H⁻¹ L_ux`` at the inner optimum for ``x`` (q x p)."""
-        s = self._inner(x)
-        p = self.n_params
-        z = np.concatenate([s.x, s.u])
-        D = np.empty((self.u_layout.size, p))
-        for j in range(p):
-            D[:, j] = s.blocks.solve(self._mixed_u(z, j))
-        return D
+        return self._dudx(self._inner(x))
 
+    @blas_threads
     def modes(self, x: np.ndarray):
         s = self._inner(x)
         return s.u.copy(), s.blocks
@@ -546,25 +491,27 @@ class LaplaceMarginal:
         return []
 
 
-def _mvnormal_logp(model: pm.Model, rv):
-    """An MvNormal random effect's log-density with one covariance matrix for all groups, as
-    plain matrix algebra (PyMC's graph broadcasts the Cholesky factor to every group, which the
-    Python VM then solves group by group). None for anything else (PyMC's own logp is used)."""
-    if type(rv.owner.op).__name__ != "MvNormalRV":
-        return None
-    mu, cov = model.replace_rvs_by_values(_params(rv)[:2])
-    while cov.ndim > 2 and cov.type.shape[0] == 1:  # PyMC's broadcastable batch axes
-        cov = cov[0]
-    if cov.ndim != 2:
-        return None
-    value = model.rvs_to_values[rv]
-    k = cov.shape[-1]
-    delta = value - mu
-    chol = pt.linalg.cholesky(cov)
-    chol_inv = pt.linalg.solve_triangular(chol, pt.eye(k), lower=True)
-    quad = pt.sum(pt.square(delta @ chol_inv.T), axis=-1)
-    logdet = 2.0 * pt.sum(pt.log(pt.diagonal(chol)))
-    return -0.5 * (quad + logdet + k * np.log(2 * np.pi))
+def _u_shapes(model: pm.Model, names) -> tuple | None:
+    """The random effects' shapes from their static types and the model's dim lengths,
+    without compiling anything; None when some length is symbolic."""
+    out = []
+    for n in names:
+        rv = model[n]
+        dims = model.named_vars_to_dims.get(n) or ()
+        shape = []
+        for axis, s in enumerate(rv.type.shape):
+            if s is None:
+                dim = dims[axis] if axis < len(dims) else None
+                length = model.dim_lengths.get(dim) if dim is not None else None
+                if length is None:
+                    return None
+                s = (length.get_value() if hasattr(length, "get_value")
+                     else getattr(length, "data", None))
+                if s is None:
+                    return None
+            shape.append(int(s))
+        out.append(tuple(shape))
+    return tuple(out)
 
 
 _MODELS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -580,9 +527,15 @@ def laplace_for(model: pm.Model, roles: Roles, *, likelihood_only: bool,
     per_model = _MODELS.setdefault(model, {})
     key = (roles.random, roles.priors, mode)
     obj = per_model.get(key)
-    shapes = tuple(np.shape(model.initial_point()[model.rvs_to_values[model[n]].name])
-                   for n in roles.random)
-    if obj is None or tuple(s for s in obj.u_layout.shapes) != shapes:
+    if obj is not None:
+        shapes = _u_shapes(model, roles.random)
+        if shapes is None:
+            point = model.initial_point()
+            shapes = tuple(np.shape(point[model.rvs_to_values[model[n]].name])
+                           for n in roles.random)
+        if tuple(obj.u_layout.shapes) != shapes:
+            obj = None
+    if obj is None:
         obj = LaplaceMarginal(model, roles, notes=notes, mode=mode)
         per_model[key] = obj
     return obj
