@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 import weakref
 from collections import OrderedDict
+from functools import cached_property
 
 import numpy as np
 import pymc as pm
@@ -173,7 +174,7 @@ class LaplaceMarginal:
         if g.has_quad:
             g.qbatch  # noqa: B018
 
-    @property
+    @cached_property
     def shared_inputs(self) -> tuple:
         return self.graphs.shared_inputs()
 
