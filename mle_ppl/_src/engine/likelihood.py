@@ -154,9 +154,8 @@ def _support(model: pm.Model, rv) -> tuple[float, float]:
     if op == "HalfFlatRV":
         return 0.0, np.inf
     if op == "UniformRV":
-        try:  # (eval in the Python VM: the default mode would import Numba, ~1 s or more)
-            lo, hi = (np.asarray(pytensor.function([], v, mode="FAST_COMPILE")())
-                      for v in rv.owner.inputs[-2:])
+        try:  # Python VM: the default mode (eval()) would import Numba, ~1 s or more
+            lo, hi = (np.asarray(pytensor.function([], v, mode="FAST_COMPILE")()) for v in rv.owner.inputs[-2:])  # noqa: E501
             if lo.size == 1 and hi.size == 1:
                 return float(lo), float(hi)
         except Exception:  # noqa: BLE001 - symbolic bounds: unknown support

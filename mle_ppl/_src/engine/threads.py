@@ -7,8 +7,10 @@ takes 5-30 ms instead of 4 µs, and a 200 x 200 matrix product 60 ms instead of 
 on this project's 2-core machine at load 10). The Laplace objective's inner Newton makes
 thousands of such small calls (2 x 2 covariance factors, per-group blocks), so it runs them with
 one thread: :func:`single_blas_thread` is a re-entrant context manager that limits every loaded
-BLAS library to one thread and restores the previous setting on exit. Without threadpoolctl it
-does nothing; ``MLE_PPL_BLAS_THREADS=keep`` leaves the threads alone.
+BLAS library to ``MLE_PPL_BLAS_THREADS`` threads (default 1; ``0`` leaves the setting alone, as
+for :func:`~mle_ppl._src.engine.alloc.blas_threads`, which covers a whole ``fit``) and restores
+the previous setting on exit. This one is cheap enough to wrap every objective call (the
+controller is made once), so Hessians, profiles and LRTs called after a fit are covered too.
 """
 
 from __future__ import annotations
@@ -39,9 +41,14 @@ def _controller():
 
 @contextmanager
 def single_blas_thread():
-    """Run the block with one BLAS thread (re-entrant; only the outermost level acts)."""
+    """Run the block with ``MLE_PPL_BLAS_THREADS`` (default 1) BLAS threads (re-entrant; only
+    the outermost level acts)."""
     global _depth
-    if os.environ.get("MLE_PPL_BLAS_THREADS", "").strip().lower() == "keep":
+    try:
+        k = int(os.environ.get("MLE_PPL_BLAS_THREADS", "1"))
+    except ValueError:
+        k = 1
+    if k <= 0:
         yield
         return
     with _lock:
@@ -52,7 +59,7 @@ def single_blas_thread():
         if outer:
             ctl = _controller()
             if ctl is not None:
-                limiter = ctl.limit(limits=1, user_api="blas")
+                limiter = ctl.limit(limits=k, user_api="blas")
         yield
     finally:
         if limiter is not None:
