@@ -167,6 +167,31 @@ class LaplaceMarginal:
         """``z -> [*values, *modes, *deterministics(, dθ/dz)]``."""
         return self.graphs.constrained
 
+    # (helpers under the names of earlier versions, used by the REML and quadrature objectives)
+    def _fn(self, inputs, outputs):
+        return self.graphs._fn(inputs, outputs)
+
+    @cached_property
+    def _terms(self):
+        """The per-term log-density graph in ``z`` (see :meth:`Graphs.terms`)."""
+        import pytensor.tensor as pt
+
+        parts = [t.reshape((t.shape[0], -1)).sum(axis=1) if t.ndim >= 1 else t.reshape((1,))
+                 for t in self.graphs.obs] + list(self.graphs.prior_rows)
+        return pt.concatenate(parts)
+
+    def _hv_u(self, z, vu):
+        """``(d²L/du²) vu``."""
+        p = self.n_params
+        out = self.graphs.main(z, self._pad(z, vu))[2][p:]
+        if self.graphs.has_quad:
+            out = out + self.graphs.quad_hess_u(z[:p], np.asarray(vu)[None])[0]
+        return out
+
+    def _grad_T(self, z, V, M):
+        """Gradient of ``T = ½ Σ_c M[c]·(H V[c])`` (``H = -d²L/du²``) in ``z``."""
+        return self.graphs.third_sum(z, V, M)
+
     def compile_all(self) -> None:
         """Compile the functions a fit needs, so that timing excludes it."""
         g = self.graphs
