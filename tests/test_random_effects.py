@@ -224,7 +224,6 @@ def test_lrt_of_a_variance_component_carries_the_boundary_caveat():
     assert "boundary" in str(res) and "halve the p-value" in res.to_dict()["notes"][0]
 
 
-@pytest.mark.slow
 def test_correlated_intercept_and_slope_match_statsmodels():
     import pytensor.tensor as pt
 
