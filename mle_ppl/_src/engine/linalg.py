@@ -50,3 +50,18 @@ def tr_step(gs: np.ndarray, w: np.ndarray, V: np.ndarray,
         lam = hi
     s = -(V @ (a / (w + lam)))
     return s, False
+
+
+def central_hessian(grad, x: np.ndarray, rel_step: float) -> np.ndarray:
+    """Symmetrised central differences of an exact gradient ``grad(x)``, step
+    ``rel_step * max(1, |x_j|)`` per coordinate (2p gradient calls)."""
+    x = np.asarray(x, dtype=float)
+    p = len(x)
+    H = np.empty((p, p))
+    for j in range(p):
+        h = rel_step * max(1.0, abs(x[j]))
+        xp, xm = x.copy(), x.copy()
+        xp[j] += h
+        xm[j] -= h
+        H[:, j] = (grad(xp) - grad(xm)) / (2 * h)
+    return 0.5 * (H + H.T)

@@ -39,6 +39,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from mle_ppl._src.engine.linalg import central_hessian
 from mle_ppl._src.errors import MLEError, ModelError
 
 #: Largest number of nodes accepted (glmer allows 25; 100 nodes are exact to rounding for
@@ -236,17 +237,9 @@ class AdaptiveQuadrature:
 
     def hessian(self, x: np.ndarray) -> np.ndarray:
         """Central differences of the exact gradient (step ``FD_STEP * max(1, |x_j|)``)."""
-        x = np.asarray(x, dtype=float)
-        p = self.laplace.n_params
-        H = np.empty((p, p))
-        for j in range(p):
-            step = FD_STEP * max(1.0, abs(x[j]))
-            xp, xm = x.copy(), x.copy()
-            xp[j] += step
-            xm[j] -= step
-            H[:, j] = (self.value_and_grad(xp)[1] - self.value_and_grad(xm)[1]) / (2 * step)
-        self.value_and_grad(x)  # the inner warm start returns to x
-        return 0.5 * (H + H.T)
+        H = central_hessian(lambda z: self.value_and_grad(z)[1], x, FD_STEP)
+        self.value_and_grad(np.asarray(x, dtype=float))  # the inner warm start returns to x
+        return H
 
     # ------------------------------------------------------------ after the fit
     def settle_boundary(self, res, optimizer, options):

@@ -37,6 +37,7 @@ import scipy.linalg as sla
 from pytensor.graph.traversal import ancestors
 
 from mle_ppl._src.engine.likelihood import DEFAULT_MODE, FLAT_OPS, _labels
+from mle_ppl._src.engine.linalg import central_hessian
 from mle_ppl._src.engine.objective import NotAvailable, ParamBlock
 from mle_ppl._src.engine.random_effects import Roles, _op_name, _params
 from mle_ppl._src.errors import MLEError, ModelError
@@ -280,17 +281,9 @@ class RemlObjective:
 
     def hessian(self, x: np.ndarray) -> np.ndarray:
         """Central differences of the exact gradient (step ``FD_STEP * max(1, |x_j|)``)."""
-        x = np.asarray(x, dtype=float)
-        n = self.n_params
-        H = np.empty((n, n))
-        for j in range(n):
-            h = FD_STEP * max(1.0, abs(x[j]))
-            xp, xm = x.copy(), x.copy()
-            xp[j] += h
-            xm[j] -= h
-            H[:, j] = (self.value_and_grad(xp)[1] - self.value_and_grad(xm)[1]) / (2 * h)
-        self.value_and_grad(x)  # the inner warm start returns to x
-        return 0.5 * (H + H.T)
+        H = central_hessian(lambda z: self.value_and_grad(z)[1], x, FD_STEP)
+        self.value_and_grad(np.asarray(x, dtype=float))  # the inner warm start returns to x
+        return H
 
     @property
     def discrete_outcome(self) -> bool:
