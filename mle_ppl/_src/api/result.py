@@ -85,7 +85,7 @@ class MLEFit(Estimate):
             return profile(self, param, **kwargs)
 
     def bootstrap(self, n_boot: int = 200, **kwargs):
-        """Nonparametric or parametric bootstrap; see :func:`mle_ppl.bootstrap`."""
+        """Nonparametric, Poisson or parametric bootstrap; see :func:`mle_ppl.bootstrap`."""
         from mle_ppl._src.inference.bootstrap import bootstrap
 
         with self.bound():

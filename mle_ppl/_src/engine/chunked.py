@@ -52,16 +52,19 @@ def activate(spec, lik, chunk) -> None:
                         "columns with the same kinds of values.")
 
 
-def chunk_sums(spec, lik, chunk, what: str, x: np.ndarray, groups=None, fn=None) -> Any:
+def chunk_sums(spec, lik, chunk, what: str, x: np.ndarray, groups=None, fn=None,
+               offset: int = 0) -> Any:
     """One chunk's contribution to a sum (see :class:`ChunkedObjective` for ``what``).
 
     ``what="call"`` returns ``fn(lik, x)`` with the chunk bound into the model (None for a chunk
-    without rows), ``what="head"`` the same on its first :data:`HEAD_ROWS` rows: the hooks
+    without rows), ``what="rows"`` returns ``fn(lik, x, offset)``, ``offset`` the global index of
+    the chunk's first row (per-row weights keyed by row, e.g. the Poisson bootstrap's),
+    ``what="head"`` ``fn(lik, x)`` on its first :data:`HEAD_ROWS` rows: the hooks
     :meth:`ChunkedObjective.map_chunks` and :meth:`ChunkedObjective.map_head` give upper layers
     (the closed-form checks)."""
     p = lik.n_params
     if chunk.bound is None:  # a chunk without rows adds nothing
-        if what in ("call", "head"):
+        if what in ("call", "head", "rows"):
             return None
         if what == "obs":
             return {k: np.zeros(2) for k in lik.observed_names}
@@ -73,6 +76,8 @@ def chunk_sums(spec, lik, chunk, what: str, x: np.ndarray, groups=None, fn=None)
         activate(spec, lik, head(chunk, HEAD_ROWS) if what == "head" else chunk)
         if what in ("call", "head"):
             return fn(lik, x)
+        if what == "rows":
+            return fn(lik, x, offset)
         if what == "n":
             return lik.count_obs(x)
         if what == "f":
@@ -260,6 +265,18 @@ class ChunkedObjective:
         self.rows_read += self.backend.n_rows
         return [part for part in parts if part is not None]
 
+    def map_rows(self, fn: Callable, x) -> list:
+        """``fn(lik, x, offset)`` on every chunk with rows, ``offset`` the global index of its
+        first row (rows numbered in the data's order: files, then rows; or partitions, then
+        rows), so per-row quantities keyed by row do not depend on the chunking. One data pass;
+        ``fn`` must pickle (as for :meth:`map_chunks`)."""
+        t0 = time.perf_counter()
+        parts = list(self.backend.map("rows", np.asarray(x, dtype=float), fn=fn))
+        self.passes += 1
+        self.seconds += time.perf_counter() - t0
+        self.rows_read += self.backend.n_rows
+        return [part for part in parts if part is not None]
+
     def map_head(self, fn: Callable, x):
         """``fn(lik, x)`` on the first :data:`HEAD_ROWS` rows of the first chunk with rows."""
         for part in self.backend.map("head", np.asarray(x, dtype=float), fn=fn):
@@ -281,8 +298,8 @@ class ChunkedObjective:
     def scores(self, x):
         raise NotAvailable(
             f"per-row scores of {self.backend.kind} data are not kept; the sandwich uses their "
-            "sums (meat), and a nonparametric bootstrap, which resamples rows, is not available "
-            "for them. Fit a sample that fits in memory for the bootstrap.")
+            "sums (meat); a nonparametric bootstrap, which resamples rows, is not available "
+            "for them, but a Poisson bootstrap (kind='poisson') is.")
 
     # ---------------------------------------------- layout: the in-memory one
     @property
@@ -349,9 +366,11 @@ class StreamBackend:
                     yield chunk_sums(self.spec, self.lik, chunk, what, x, fn=fn)
                     return
             return
+        offset = 0
         for chunk in self.source.chunks():
             count += 1
-            yield chunk_sums(self.spec, self.lik, chunk, what, x, fn=fn)
+            yield chunk_sums(self.spec, self.lik, chunk, what, x, fn=fn, offset=offset)
+            offset += chunk.n
         self.n_chunks = count
 
     def _map_cluster(self, x, column):

@@ -88,16 +88,17 @@ def _rows(chunk) -> int:
     return chunk.n
 
 
-def _evaluate(recipe: _Recipe, chunk, what: str, x: np.ndarray, groups=None, fn=None):
+def _evaluate(recipe: _Recipe, chunk, what: str, x: np.ndarray, groups=None, fn=None,
+              offset: int = 0):
     if chunk.bound is None:
-        return None if what in ("call", "head") else _empty(recipe, what)
+        return None if what in ("call", "head", "rows") else _empty(recipe, what)
     spec = _worker_spec(recipe)
     from mle_ppl._src.engine.chunked import _EVAL_LOCK
 
     with _EVAL_LOCK:
         model = spec.model_for_bound(chunk.bound)
         lik = likelihood_for(model, likelihood_only=recipe.likelihood_only, mode=recipe.mode)
-    return chunk_sums(spec, lik, chunk, what, x, groups=groups, fn=fn)
+    return chunk_sums(spec, lik, chunk, what, x, groups=groups, fn=fn, offset=offset)
 
 
 def _empty(recipe: _Recipe, what: str):
@@ -140,6 +141,8 @@ class DaskBackend:
         self.bound = bound
         self.recipe = recipe
         self.n_rows = int(sum(ns))
+        #: global index of each partition's first row (partitions in order, then rows)
+        self.offsets = np.concatenate([[0], np.cumsum(ns)[:-1]]).astype(int).tolist()
         self.n_partitions = len(bound)
         self.first = next((i for i, n in enumerate(ns) if n), 0)  #: first partition with rows
         self.description = f"Dask DataFrame of {self.n_partitions} partitions"
@@ -153,6 +156,9 @@ class DaskBackend:
             groups = self._group_values(group_column)
             tasks = [dask.delayed(_evaluate, pure=False)(self.recipe, b, what, x, g)
                      for b, g in zip(self.bound, groups, strict=True)]
+        elif what == "rows":
+            tasks = [dask.delayed(_evaluate, pure=False)(self.recipe, b, what, x, None, fn, o)
+                     for b, o in zip(self.bound, self.offsets, strict=True)]
         elif what == "head":  # the first partition with rows only
             tasks = [dask.delayed(_evaluate, pure=False)(self.recipe, self.bound[self.first],
                                                          what, x, None, fn)]

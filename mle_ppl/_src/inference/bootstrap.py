@@ -10,6 +10,15 @@ weight per observation and the observed values:
   (:mod:`mle_ppl._src.inference.robust`):
   every observed variable must have the same first-axis length ``n``; a row's covariates travel
   with it because the weight multiplies that row's log-likelihood term.
+- **poisson** (``kind="poisson"``): each row gets an independent Poisson(1) weight (the
+  multinomial counts of the nonparametric bootstrap, without the constraint that they sum to
+  ``n``; the same first-order variance). Row ``i``'s weight in replicate ``b`` depends only on
+  ``(random_seed, b, i)``: a Philox counter-based generator keyed by replicate ``b``'s seed,
+  advanced to row ``i`` (:func:`poisson_weights`), so in memory, streamed (Parquet,
+  ``chunk_rows=``) and on Dask the same seed gives the same replicates whatever the chunking.
+  On chunked data each replicate is a Newton fit from the MLE on the weighted sums (value,
+  gradient, Hessian) computed chunk by chunk, one data pass per Newton iteration; replicates run
+  one after the other (``n_boot`` x a few passes).
 - **parametric** (``kind="parametric"``): simulate the outcomes from the fitted model at the MLE
   (PyMC's random graph of each observed variable, compiled once) and refit with unit weights.
 
@@ -50,6 +59,7 @@ if TYPE_CHECKING:
 
 #: The one registry of bootstrap kinds.
 KINDS = {"nonparametric": "resample rows with replacement (as weights)",
+         "poisson": "independent Poisson(1) weight per row (streamed and Dask data too)",
          "parametric": "simulate outcomes from the fitted model at the MLE"}
 #: The one registry of bootstrap interval methods.
 CI_METHODS = ("percentile", "bca")
@@ -109,11 +119,78 @@ def objective(lik: Likelihood) -> _Objective:
 
 
 # ------------------------------------------------------------------------- replicates
+#: Poisson(1) CDF at 0..20; P(W > 20) < 1e-19 is below the 2**-53 resolution of the uniforms.
+_POISSON_CDF = np.cumsum(np.exp(-1.0) / special.factorial(np.arange(21)))
+
+
+def replicate_key(seed: np.random.SeedSequence) -> np.ndarray:
+    """The Philox key of a replicate (two 64-bit words from its SeedSequence)."""
+    return seed.generate_state(2, np.uint64)
+
+
+def poisson_weights(key, offset: int, m: int) -> np.ndarray:
+    """Poisson(1) weights of rows ``offset .. offset + m - 1``: row ``i`` uses the ``i``-th
+    64-bit word of ``Philox(key)`` (the counter advanced to it, no draws in between), turned
+    into a uniform on [0, 1) with 53 bits and inverted through the Poisson CDF. Depends on
+    ``(key, i)`` only, so any split of the rows into chunks gives the same weights."""
+    bg = np.random.Philox(key=np.asarray(key, dtype=np.uint64))
+    bg.advance(int(offset) // 4)  # one counter step makes four 64-bit words
+    if offset % 4:
+        bg.random_raw(int(offset) % 4)
+    u = (bg.random_raw(int(m)) >> np.uint64(11)).astype(float) * 2.0**-53
+    return np.searchsorted(_POISSON_CDF, u, side="right").astype(float)
+
+
+class _PoissonSums:
+    """One chunk's weighted ``(-sum w l, gradient, Hessian)`` (sent to Dask workers: pickles)."""
+
+    def __init__(self, key):
+        self.key = np.asarray(key, dtype=np.uint64)
+
+    def __call__(self, lik, x, offset):
+        obj = objective(lik)
+        now = lik.current_observed()
+        ys = [np.asarray(now[k], dtype=d) for k, d in zip(lik.observed_names, obj.obs_dtypes,
+                                                          strict=True)]
+        w = poisson_weights(self.key, offset, ys[0].shape[0])
+        f, g = obj._vg(x, w, *ys)
+        return float(f), np.asarray(g, dtype=float), np.asarray(obj._h(x, w, *ys), dtype=float)
+
+
+def _chunked_poisson_replicate(chunked, x_hat: np.ndarray, seed: np.random.SeedSequence):
+    fn = _PoissonSums(replicate_key(seed))
+    last: dict = {}
+
+    def sums(x):  # one data pass gives value, gradient and Hessian (Newton asks for both)
+        k = np.asarray(x, dtype=float).tobytes()
+        if k not in last:
+            parts = chunked.map_rows(fn, x)
+            last.clear()
+            last[k] = (sum(p[0] for p in parts), sum(p[1] for p in parts),
+                       sum(p[2] for p in parts))
+        return last[k]
+
+    def vg(x):
+        f, g, _ = sums(x)
+        return float(f), np.asarray(g, dtype=float)
+
+    def h(x):
+        H = sums(x)[2]
+        return 0.5 * (H + H.T)
+
+    res = newton(Callables(vg, h), np.asarray(x_hat, dtype=float), tol=1e-10, max_iter=200)
+    ok = bool(res.converged) and np.all(np.isfinite(res.x))
+    return (chunked.constrained_flat(res.x) if ok else np.full(chunked.n_params, np.nan)), ok
+
+
 def _replicate(lik: Likelihood, obj: _Objective, kind: str, x_hat: np.ndarray,
                observed: list[np.ndarray], n: int, seed: np.random.SeedSequence):
     rng = np.random.default_rng(seed)
     if kind == "nonparametric":
         w = np.bincount(rng.integers(0, n, size=n), minlength=n).astype(float)
+        ys = observed
+    elif kind == "poisson":
+        w = poisson_weights(replicate_key(seed), 0, n)
         ys = observed
     else:
         from mle_ppl._src.inference.predict import simulate
@@ -216,6 +293,9 @@ class BootstrapResult:
         if method not in CI_METHODS:
             raise MLEError(f"method={method!r} is not a bootstrap interval; expected one of "
                            f"{list(CI_METHODS)}.")
+        if method == "bca" and self.influence.shape[0] == 0:
+            raise MLEError("BCa intervals need each row's influence (per-row scores), which "
+                           "streamed and Dask data do not keep; use method='percentile'.")
         if not 0 < level < 1:
             raise MLEError(f"level={level!r} must be between 0 and 1 (e.g. 0.95).")
         R = self.replicates[self.converged]
@@ -265,7 +345,8 @@ def bootstrap(fit: Estimate, n_boot: int = 200, *, kind: str = "nonparametric",
         A converged fit.
     n_boot : int
         Number of replicates.
-    kind : {"nonparametric", "parametric"}
+    kind : {"nonparametric", "poisson", "parametric"}
+        ``"poisson"`` also works on streamed (Parquet, ``chunk_rows=``) and Dask data.
     random_seed : int, SeedSequence or numpy.random.Generator, optional
     n_jobs : int
         Worker processes (1: in this process).
@@ -295,15 +376,17 @@ def bootstrap(fit: Estimate, n_boot: int = 200, *, kind: str = "nonparametric",
     from mle_ppl._src.inference.robust import bread_unconstrained
 
     lik = fit.likelihood
+    if kind == "poisson" and not getattr(lik, "rows_in_memory", True):
+        return _chunked_poisson(fit, lik, int(n_boot), random_seed, n_jobs, progress)
     if not getattr(lik, "rows_in_memory", True):
         from mle_ppl._src.engine.objective import NotAvailable
 
         raise NotAvailable(
             f"a {kind} bootstrap refits on resampled or simulated rows, which needs the data in "
             f"memory; this fit read them in chunks ({lik.data_source.get('kind')}). Use the "
-            "sandwich (fit.robust_cov) or profile intervals, or bootstrap a sample that fits "
-            "in memory.")
-    if kind == "nonparametric" and not lik.row_mode:
+            "sandwich (fit.robust_cov), profile intervals or kind='poisson' (a Poisson "
+            "bootstrap, which weights rows where they are read).")
+    if kind in ("nonparametric", "poisson") and not lik.row_mode:
         raise MLEError(
             f"the nonparametric bootstrap resamples rows, but the observed variables "
             f"{list(lik.observed_names)} have different lengths; use kind='parametric'.")
@@ -332,6 +415,29 @@ def bootstrap(fit: Estimate, n_boot: int = 200, *, kind: str = "nonparametric",
     return BootstrapResult(kind=kind, n_boot=int(n_boot), labels=tuple(fit.labels),
                            estimate=np.array(fit.theta), replicates=thetas, converged=conv,
                            influence=influence, seeds=seeds)
+
+
+def _chunked_poisson(fit, chunked, n_boot, random_seed, n_jobs, progress) -> BootstrapResult:
+    if n_jobs != 1:
+        raise MLEError(f"n_jobs={n_jobs}: on {chunked.backend.kind} data the Poisson bootstrap's "
+                       "replicates run one after the other (each data pass is already spread "
+                       "over the chunks or Dask partitions); leave n_jobs out.")
+    if not chunked.lik.row_mode:
+        raise MLEError(
+            f"the Poisson bootstrap weights rows, but the observed variables "
+            f"{list(chunked.observed_names)} have different lengths; fit in memory and use "
+            "kind='parametric'.")
+    x_hat = np.array(fit.x, dtype=float)
+    seeds = tuple(_seed_sequence(random_seed).spawn(n_boot))
+    thetas = np.full((n_boot, chunked.n_params), np.nan)
+    conv = np.zeros(n_boot, dtype=bool)
+    with _Progress(progress, n_boot, "poisson") as advance:
+        for b, seed in enumerate(seeds):
+            thetas[b], conv[b] = _chunked_poisson_replicate(chunked, x_hat, seed)
+            advance(1)
+    return BootstrapResult(kind="poisson", n_boot=n_boot, labels=tuple(fit.labels),
+                           estimate=np.array(fit.theta), replicates=thetas, converged=conv,
+                           influence=np.zeros((0, chunked.n_params)), seeds=seeds)
 
 
 def _run_parallel(fit, lik, kind, x_hat, observed, n, seeds, n_jobs, thetas, conv, advance):
