@@ -18,7 +18,7 @@ weight per observation and the observed values:
   ``chunk_rows=``) and on Dask the same seed gives the same replicates whatever the chunking.
   On chunked data each replicate is a Newton fit from the MLE on the weighted sums (value,
   gradient, Hessian) computed chunk by chunk, one data pass per Newton iteration; replicates run
-  one after the other (``n_boot`` x a few passes).
+  one after the other (about 7 passes per replicate for a logistic regression).
 - **parametric** (``kind="parametric"``): simulate the outcomes from the fitted model at the MLE
   (PyMC's random graph of each observed variable, compiled once) and refit with unit weights.
 
