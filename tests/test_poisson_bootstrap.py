@@ -102,3 +102,27 @@ def test_dask_replicates_equal_in_memory(big):
     boot = mle_ppl.fit(root / "lg.toml", data=ddf).bootstrap(6, kind="poisson", random_seed=3)
     se = mem.std_errors.to_numpy()
     assert np.max(np.abs(boot.replicates - ref.replicates) / se) < 1e-8
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    distributed = pytest.importorskip("distributed")
+    import logging
+
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  silence_logs=logging.ERROR, dashboard_address=":0") as lc, \
+            distributed.Client(lc) as client:
+        yield client
+
+
+@pytest.mark.slow
+def test_local_cluster_replicates_equal_in_memory(big, cluster):
+    """Worker processes: the per-chunk function pickles, each worker compiles the weighted
+    objective, and the partitions' row offsets give the in-memory weights."""
+    dd = pytest.importorskip("dask.dataframe")
+    root, df, mem, ref = big
+    fit = mle_ppl.fit(root / "lg.toml", data=dd.from_pandas(df, npartitions=5))
+    assert fit.source.reading["scheduler"] == cluster.scheduler.address
+    boot = fit.bootstrap(6, kind="poisson", random_seed=3)
+    se = mem.std_errors.to_numpy()
+    assert np.max(np.abs(boot.replicates - ref.replicates) / se) < 1e-8
