@@ -12,7 +12,6 @@ import pandas as pd
 from mle_ppl._src.engine.estimate import (
     CI_METHODS,
     Estimate,
-    _normal_quantile,
     check_ci,
 )
 from mle_ppl._src.engine.numbers import fmt_p
@@ -41,8 +40,9 @@ class MLEFit(Estimate):
         level : float
             Coverage, in (0, 1).
         method : {"wald", "profile"}
-            Wald: ``estimate ± z·SE``. Profile: where the profile log-likelihood drops by
-            ``chi2(1).ppf(level)/2`` (see :meth:`profile`).
+            Wald: ``estimate ± z·SE``; an end outside the parameter's support (an SD's
+            lower end below 0) is NaN, with the reason in ``attrs["notes"]``. Profile: where
+            the profile log-likelihood drops by ``chi2(1).ppf(level)/2`` (see :meth:`profile`).
         """
         check_ci(level, method)
         if method == "profile":
@@ -64,9 +64,7 @@ class MLEFit(Estimate):
         cov = self.robust_cov(cov_type, groups=groups).to_numpy()
         se = np.sqrt(np.clip(np.diag(cov), 0, None))
         se = np.where(np.isfinite(np.diag(cov)), se, np.nan)
-        zq = _normal_quantile(0.5 + level / 2)
-        est = np.array(self.theta)
-        return self._table(se, pd.DataFrame({"lower": est - zq * se, "upper": est + zq * se}))
+        return self._table(se, self._wald(se, level))
 
     # ------------------------------------------- inference beyond Wald (issue 6)
     def robust_cov(self, kind: str = "HC0", *, groups=None) -> pd.DataFrame:
@@ -140,6 +138,9 @@ class MLEFit(Estimate):
                   "ci_lower": _num(r.ci_lower), "ci_upper": _num(r.ci_upper)}
             for lab, r in tab.iterrows()
         }
+        notes = list(self.notes)
+        if ci == "wald":  # why a Wald end is null: outside the parameter's support
+            notes += tab.attrs.get("notes", [])
         if ci == "profile":
             pci = self.conf_int(method="profile")
             for lab, r in pci.iterrows():
@@ -154,7 +155,7 @@ class MLEFit(Estimate):
                "aic": _num(self.aic), "bic": _num(self.bic), "ci_method": ci,
                "cov_type": cov_type, "parameters": params,
                "diagnostics": self.diagnostics(), "warnings": list(self.warnings),
-               "notes": list(self.notes), "closed_form": self._closed_form_dict(),
+               "notes": notes, "closed_form": self._closed_form_dict(),
                "data_source": dict(self.source.reading)}
         if self.multistart is not None:
             out["multistart"] = self.multistart.to_dict()

@@ -259,25 +259,33 @@ def _fit_renderables(result, head: list[str], *, ci: str, cov_type: str, groups)
     tab, title = _inference_table(result, ci=ci, cov_type=cov_type, groups=groups)
     ci_label = "95% profile" if ci == "profile" else "95% Wald"
     re_ = result.random_effects
+    shown: set = set()  # labels whose Wald ends outside the support the variance table notes
     if re_ is None:
         items += [Text(""), _ui.fit_table(result, title=title, tab=tab, ci_label=ci_label)]
     else:  # mixed model: fixed effects, then the variance components in their own table
         # the residual SD of a Gaussian likelihood is a variance component too (lme4's
         # "Residual"): not in the fixed-effects table
         vp = [lab for lab in [*re_.variance_params, *_residual_sds(result)] if lab in tab.index]
+        shown = set(vp)
         fixed_title = title.replace("Estimates", "Fixed effects" + (
             " (GLS at the REML variance components)" if result.criterion == "REML" else ""), 1)
         items += [Text(""), _ui.fit_table(result, title=fixed_title, tab=tab.drop(index=vp),
                                           ci_label=ci_label),
-                  Text(""), variance_table(result, tab.loc[vp], ci_label=ci_label)]
+                  Text(""), variance_table(result, tab.loc[vp], ci_label=ci_label,
+                                           outside=tab.attrs.get("outside_support", {}))]
     items += [Text(f"WARNING: {w}") for w in result.warnings]
     items += [Text(f"Note: {n}") for n in result.notes]
+    if ci != "profile":  # Wald ends outside a parameter's support (blank in the table)
+        items += [Text(f"Note: {n}") for lab, n in zip(tab.attrs.get("outside_support", {}),
+                                                       tab.attrs.get("notes", []), strict=True)
+                  if lab not in shown]
     return items
 
 
-def variance_table(result, tab, *, ci_label: str = "95% Wald"):
+def variance_table(result, tab, *, ci_label: str = "95% Wald", outside=None):
     """The variance components of a mixed model (rows of ``tab``) as a :class:`FitTable`:
-    the parameters of the random effects' distributions, with a note at a boundary (σ̂ = 0)."""
+    the parameters of the random effects' distributions, with a note at a boundary (σ̂ = 0).
+    ``outside``: label -> (lower, upper) Wald ends outside the support (``table().attrs``)."""
     from mle_ppl._src.cli._table import Col, FitTable, Num
 
     re_ = result.random_effects
@@ -296,15 +304,15 @@ def variance_table(result, tab, *, ci_label: str = "95% Wald"):
                 "one-sided profile interval (--ci profile)" if lab in re_.boundary else
                 "residual SD" if lab not in re_.variance_params else "")
         lo, hi = r.ci_lower, r.ci_upper
-        if ci_label.endswith("Wald"):
+        lo_out, hi_out = (outside or {}).get(lab, (False, False))
+        if ci_label.endswith("Wald") and (lo_out or hi_out):
             # an SD's (or a correlation's) Wald interval may leave its support: such an end
-            # is no confidence bound, so it is not shown (lme4 gives no Wald interval here)
+            # is no confidence bound, so it is NaN (lme4 gives no Wald interval here)
             low, high = _support(result, lab)
-            out = [side for side, bad in (("lower", lo < low), ("upper", hi > high)) if bad]
-            if out:
-                lo, hi = (None if lo < low else lo), (None if hi > high else hi)
-                note = (f"Wald {' and '.join(out)} end outside the support [{low:g}, "
-                        f"{high:g}]: not shown; see --ci profile")
+            out = [side for side, bad in (("lower", lo_out), ("upper", hi_out)) if bad]
+            lo, hi = (None if lo_out else lo), (None if hi_out else hi)
+            note = (f"Wald {' and '.join(out)} end outside the support [{low:g}, "
+                    f"{high:g}]: not shown; see --ci profile")
         rows.append([str(lab), Num(r.estimate, 6, 4), Num(r.std_err, 6, 3),
                      Num(lo, 6, 3), Num(hi, 6, 3), note])
     return FitTable(cols, rows, title=title)

@@ -209,21 +209,57 @@ class Estimate:
         level : float
             Coverage, in (0, 1).
         method : {"wald", "profile"}
-            Wald: ``estimate ± z·SE``. Profile: where the profile log-likelihood drops by
-            ``chi2(1).ppf(level)/2`` (see :meth:`profile`).
+            Wald: ``estimate ± z·SE``; an end outside the parameter's support (an SD's
+            lower end below 0) is NaN, with the reason in ``attrs["notes"]``. Profile: where
+            the profile log-likelihood drops by ``chi2(1).ppf(level)/2`` (see :meth:`profile`).
         """
         check_ci(level, method)
         if method != "wald":
             raise MLEError(f"method={method!r}: this estimate has Wald intervals only; profile "
                            "intervals come with the MLEFit returned by mle_ppl.fit.")
+        return self._wald(self.std_errors.to_numpy(), level)
+
+    def _support(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per label, the parameter's support ``(lower, upper)`` from the objective's blocks."""
+        lik = self.likelihood
+        where = {lab: i for i, lab in enumerate(getattr(lik, "labels", ()))}
+        bounds = np.full((max(len(where), 1), 2), [-np.inf, np.inf])
+        for b in getattr(lik, "blocks", ()):
+            bounds[b.start:b.start + b.size] = b.lower, b.upper
+        rows = [bounds[where[lab]] if lab in where else (-np.inf, np.inf) for lab in self.labels]
+        rows = np.array(rows, dtype=float).reshape(-1, 2)
+        return rows[:, 0], rows[:, 1]
+
+    def _wald(self, se: np.ndarray, level: float) -> pd.DataFrame:
+        """Wald interval ``estimate ± z·SE``; an end outside the parameter's support (an SD's
+        lower end < 0, a correlation's beyond ±1) is no confidence bound: NaN, with a note in
+        ``attrs["notes"]`` and ``attrs["outside_support"]`` (label: (lower out, upper out))."""
         z = _normal_quantile(0.5 + level / 2)
-        se = self.std_errors.to_numpy()
         est = np.array(self.theta)
-        return pd.DataFrame({"lower": est - z * se, "upper": est + z * se},
-                            index=list(self.labels))
+        lower, upper = est - z * se, est + z * se
+        sup_lo, sup_hi = self._support()
+        lo_out, hi_out = lower < sup_lo, upper > sup_hi
+        out, notes = {}, []
+        for i in np.flatnonzero(lo_out | hi_out):
+            lab = self.labels[i]
+            out[lab] = (bool(lo_out[i]), bool(hi_out[i]))
+            bad = [(side, v) for side, v, b in (("lower", lower[i], lo_out[i]),
+                                                 ("upper", upper[i], hi_out[i])) if b]
+            ends = " and ".join(f"{side} end ({v:.4g})" for side, v in bad)
+            notes.append(f"{lab}: the {level:.0%} Wald {ends} lies outside the parameter's "
+                         f"support [{sup_lo[i]:g}, {sup_hi[i]:g}], so it is no confidence bound "
+                         "and is NaN (null in JSON); use profile intervals "
+                         '(conf_int(method="profile"), --ci profile).')
+        ci = pd.DataFrame({"lower": np.where(lo_out, np.nan, lower),
+                           "upper": np.where(hi_out, np.nan, upper)}, index=list(self.labels))
+        ci.attrs.update(notes=notes, outside_support=out)
+        return ci
 
     def table(self, level: float = 0.95) -> pd.DataFrame:
-        """Estimate, std_err, z, p_value (two-sided Wald), ci_lower, ci_upper per parameter."""
+        """Estimate, std_err, z, p_value (two-sided Wald), ci_lower, ci_upper per parameter.
+
+        A Wald end outside the parameter's support is NaN, with the reason in
+        ``attrs["notes"]`` (see :meth:`conf_int`)."""
         return self._table(self.std_errors.to_numpy(), self.conf_int(level))
 
     def _table(self, se: np.ndarray, ci: pd.DataFrame) -> pd.DataFrame:
@@ -231,9 +267,11 @@ class Estimate:
         with np.errstate(divide="ignore", invalid="ignore"):
             z = est / se
         p = _two_sided_p(z)
-        return pd.DataFrame({"estimate": est, "std_err": se, "z": z, "p_value": p,
-                             "ci_lower": ci["lower"].to_numpy(),
-                             "ci_upper": ci["upper"].to_numpy()}, index=list(self.labels))
+        tab = pd.DataFrame({"estimate": est, "std_err": se, "z": z, "p_value": p,
+                            "ci_lower": ci["lower"].to_numpy(),
+                            "ci_upper": ci["upper"].to_numpy()}, index=list(self.labels))
+        tab.attrs.update(ci.attrs)  # the notes on Wald ends outside the support
+        return tab
 
     def __repr__(self) -> str:
         return (f"<{type(self).__name__} {self.model_name!r}: {self.n_params} params, "

@@ -484,6 +484,10 @@ class LaplaceMarginal:
         """``dû/dx = H⁻¹ L_ux`` at the inner optimum for ``x`` (q x p)."""
         return self._dudx(self._inner(x))
 
+    def joint_logp(self, z: np.ndarray) -> float:
+        """The joint log-density at ``z = (x, u)`` (the inner Newton's compiled function)."""
+        return float(self.graphs.main(z, np.zeros_like(z))[0])
+
     @blas_threads
     def modes(self, x: np.ndarray):
         s = self._inner(x)

@@ -65,3 +65,19 @@ def central_hessian(grad, x: np.ndarray, rel_step: float) -> np.ndarray:
         xm[j] -= h
         H[:, j] = (grad(xp) - grad(xm)) / (2 * h)
     return 0.5 * (H + H.T)
+
+
+def third_difference(L, z: np.ndarray, v: np.ndarray) -> tuple[float, float]:
+    """``L(z+2v) - 3L(z+v) + 3L(z) - L(z-v)`` (0 for a quadratic) and the rounding scale."""
+    vals = [L(z + 2 * v), L(z + v), L(z), L(z - v)]
+    d3 = vals[0] - 3 * vals[1] + 3 * vals[2] - vals[3]
+    return d3, sum(abs(a) for a in vals)
+
+
+def quadratic_along(L, z: np.ndarray, v: np.ndarray) -> bool:
+    """Whether the scalar function ``L`` is quadratic along ``v`` from ``z`` (four evaluations):
+    its third difference vanishes to rounding."""
+    with np.errstate(all="ignore"):
+        d3, scale = third_difference(L, z, v)
+    # rounding of a sum of n terms: ~n eps |L|; 1e-7 relative leaves a wide margin
+    return bool(np.isfinite(d3) and abs(d3) <= 1e-7 * scale + 1e-10)

@@ -37,7 +37,7 @@ import scipy.linalg as sla
 from pytensor.graph.traversal import ancestors
 
 from mle_ppl._src.engine.likelihood import DEFAULT_MODE, FLAT_OPS, _labels
-from mle_ppl._src.engine.linalg import central_hessian
+from mle_ppl._src.engine.linalg import central_hessian, quadratic_along
 from mle_ppl._src.engine.objective import NotAvailable, ParamBlock
 from mle_ppl._src.engine.random_effects import Roles, _op_name, _params
 from mle_ppl._src.errors import MLEError, ModelError
@@ -96,13 +96,6 @@ def fixed_effects(model: pm.Model, roles: Roles) -> tuple[str, ...]:
     return tuple(rv.name for rv in beta)
 
 
-def _third_difference(L, z, v) -> tuple[float, float]:
-    """``L(z+2v) - 3L(z+v) + 3L(z) - L(z-v)`` (0 for a quadratic) and the rounding scale."""
-    vals = [L(z + 2 * v), L(z + v), L(z), L(z - v)]
-    d3 = vals[0] - 3 * vals[1] + 3 * vals[2] - vals[3]
-    return d3, sum(abs(a) for a in vals)
-
-
 def _check_quadratic(inner, beta_u: np.ndarray, names: dict[int, str]) -> None:
     """The joint log-density is quadratic in (u, β) (Gaussian, mean linear in both), else a
     ModelError naming the fixed effect or the random effects that are not."""
@@ -116,9 +109,7 @@ def _check_quadratic(inner, beta_u: np.ndarray, names: dict[int, str]) -> None:
             return float(inner._fn_vg(z)[0])
 
     def quadratic(v) -> bool:
-        d3, scale = _third_difference(L, z0, v)
-        # rounding of a sum of n terms: ~n eps |L|; 1e-7 relative leaves a wide margin
-        return bool(np.isfinite(d3) and abs(d3) <= 1e-7 * scale + 1e-10)
+        return quadratic_along(L, z0, v)
 
     rng = np.random.default_rng(0)
     for j, pos in enumerate(beta_u):
