@@ -394,7 +394,16 @@ def test_variance_table_shows_no_wald_end_outside_the_support(tmp_path, monkeypa
 
     fit = _fit("pastes", "formula", tmp_path)
     tab = fit.table()
-    assert tab.loc["sd_batch", "ci_lower"] < 0  # the raw Wald interval
+    est, se = fit.estimates["sd_batch"], fit.std_errors["sd_batch"]
+    assert est - 1.959963984540054 * se < 0  # the raw Wald end (about -0.75)
+    # the API, the table and JSON: NaN / null with a note pointing to profile intervals
+    assert np.isnan(tab.loc["sd_batch", "ci_lower"])
+    assert np.isnan(fit.conf_int().loc["sd_batch", "lower"])
+    assert tab.attrs["outside_support"] == {"sd_batch": (True, False)}
+    doc = fit.to_dict()
+    assert doc["parameters"]["sd_batch"]["ci_lower"] is None
+    assert any(n.startswith("sd_batch: the 95% Wald lower end (-0.7") and "profile" in n
+               for n in doc["notes"])
     # the residual SD is a variance component (lme4's "Residual"), not a fixed effect; found
     # in the graph as the Normal likelihood's sigma, for the formula and the pm.Model alike
     assert _residual_sds(fit) == ["sigma"] == _residual_sds(_fit("pastes", "pm", tmp_path))
@@ -403,7 +412,7 @@ def test_variance_table_shows_no_wald_end_outside_the_support(tmp_path, monkeypa
     con = _ui.stdout_console()
     assert con.width == 60
     with con.capture() as cap:
-        con.print(variance_table(fit, tab.loc[vp]))
+        con.print(variance_table(fit, tab.loc[vp], outside=tab.attrs["outside_support"]))
     text = cap.get()
     assert max(len(line) for line in text.splitlines()) <= 60
     words = " ".join(text.split())
