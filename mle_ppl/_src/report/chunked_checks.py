@@ -218,7 +218,7 @@ def chunked_check(fit: Estimate, *, se_tol: float, loglik_tol: float) -> ClosedF
     cols = np.array(head.cols, dtype=int)
     m = len(cols)
     design = R[:, :m]
-    graph = _graph_for(lik)
+    graph = _graph_for(lik.lik)  # the driver's own compiled likelihood (Dask heads run on workers)
     det = Detected(family="normal", link="identity", observed=head.observed, y=R[:, m],
                    design=design, offset=np.zeros(R.shape[0]), cols=cols,
                    theta_hat=x[cols], eta_hat=design @ x[cols],
