@@ -128,8 +128,9 @@ def test_scores_memory_is_linear_in_rows():
 
     The reverse-mode per-row Jacobian pushed a rows x rows identity through ``X @ beta``
     (30,000 rows: 7.2 GB); forward mode keeps rows x parameters. Reference: the logistic score
-    (y - p) x by hand, to 1e-12 relative (rounding of p only). Peak RSS bound: 2 GB, far below
-    the rows x rows path and well above the ~0.4 GB this needs.
+    (y - p) x by hand, to 1e-12 relative (rounding of p only). Peak RSS bound: 4 GB, below
+    the rows x rows path (7.2 GB) and above the ~0.4 GB this needs plus a cold Numba/LLVM compile
+    of the model on a fresh install (measured 2.3 GB peak in CI).
     """
     import subprocess
     import sys
@@ -154,4 +155,4 @@ def test_scores_memory_is_linear_in_rows():
                          timeout=600, check=True)
     rel, peak_gb = map(float, out.stdout.split())
     assert rel < 1e-12
-    assert peak_gb < 2.0
+    assert peak_gb < 4.0
