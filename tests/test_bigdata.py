@@ -650,9 +650,9 @@ print(status("VmHWM") - base, fit.converged, json.dumps(fit.theta.tolist()))
 @pytest.mark.slow
 def test_streamed_peak_rss_is_bounded_by_the_chunk_in_a_subprocess(tmp_path):
     """Peak resident memory (VmHWM, reset after warm-up fits: also Arrow's and the compiled
-    functions' memory) that a fit adds in a fresh process after warm-up fits: streamed in 20,000-row chunks, 1.2e6 rows
-    x 4 columns (38 MB as float64) must add under a quarter of what the in-memory fit of the
-    same files adds (the issue's target; a chunk is 1/60 of the data), with the same
+    functions' memory) that a fit adds in a fresh process: streamed in 20,000-row chunks,
+    1.2e6 rows x 4 columns (38 MB as float64) must add under a quarter of what the in-memory
+    fit of the same files adds (the issue's target; a chunk is 1/60 of the data), with the same
     estimates (1e-10 relative: sums in another order)."""
     rng = np.random.default_rng(9)
     big, small = tmp_path / "big", tmp_path / "small"
